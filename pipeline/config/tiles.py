@@ -1,0 +1,28 @@
+"""``tiles:`` section: mask rasterization and spatial splits."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from pipeline.config.base import Section
+
+
+class TilesConfig(Section):
+    """Masks and splits.
+
+    Attributes:
+        all_touched: Rasterize every pixel a farm touches (default: pixel-centre rule).
+        block_size_m: Side of the square spatial blocks that splits are assigned by.
+        split_fractions: ``[train, val, test]`` shares of blocks; must sum to 1.
+    """
+
+    all_touched: bool = False
+    block_size_m: float = Field(default=10_000.0, gt=0)
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> TilesConfig:
+        if abs(sum(self.split_fractions) - 1.0) > 1e-6 or min(self.split_fractions) < 0:
+            raise ValueError(f"tiles.split_fractions {list(self.split_fractions)} must be three "
+                             "non-negative shares summing to 1, e.g. [0.7, 0.15, 0.15]")
+        return self

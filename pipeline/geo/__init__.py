@@ -1,0 +1,1 @@
+"""Geospatial I/O and pure geometry helpers (rasters, windows, CRS, OSM, STAC live here)."""

@@ -1,0 +1,164 @@
+"""Raster I/O at the edges: one export profile, atomic COG writes, checked patch reads.
+
+Every GeoTIFF the pipeline writes goes through :func:`write_cog`: tiled, compressed,
+overviews, nodata set, band descriptions from data (never prose), tags as strings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import RasterioError
+from rasterio.io import MemoryFile
+
+from pipeline.bands import BANDS
+from pipeline.errors import RasterError
+from pipeline.io import atomic_path
+
+#: Creation options of every COG the pipeline writes (rasterio's profiles idea, named once).
+COG_OPTIONS: Final[dict[str, Any]] = {
+    "driver": "COG",
+    "compress": "DEFLATE",
+    "predictor": "YES",
+    "blocksize": 256,
+    "overview_resampling": "average",
+    "BIGTIFF": "IF_SAFER",
+}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A raster grid: CRS, affine transform and shape ``(height, width)``."""
+
+    crs: CRS
+    transform: Affine
+    height: int
+    width: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` in the grid's CRS."""
+        left, top = self.transform * (0, 0)
+        right, bottom = self.transform * (self.width, self.height)
+        return (min(left, right), min(bottom, top), max(left, right), max(bottom, top))
+
+    @property
+    def res(self) -> float:
+        return float(abs(self.transform.a))
+
+
+def _tag_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def write_cog(
+    path: str | Path,
+    array: np.ndarray,
+    grid: Grid,
+    *,
+    band_names: Sequence[str],
+    nodata: float | int | None = None,
+    tags: Mapping[str, Any] | None = None,
+    overview_resampling: str | None = None,
+) -> Path:
+    """Write ``array`` (bands, H, W) as a Cloud-Optimized GeoTIFF, atomically.
+
+    Args:
+        path: Destination; written to a temporary name then renamed.
+        array: ``(bands, height, width)`` array; its dtype is kept.
+        grid: CRS, transform and shape; must match ``array``'s last two axes.
+        band_names: One description per band (e.g. :data:`pipeline.bands.BANDS`).
+        nodata: Nodata value recorded in the file.
+        tags: Dataset tags; non-strings are JSON-encoded.
+        overview_resampling: ``nearest`` for masks and classes; default ``average``.
+
+    Raises:
+        RasterError: shapes disagree or GDAL fails.
+    """
+    if array.ndim != 3 or array.shape[1:] != grid.shape:
+        raise RasterError(f"cannot write {path}: array shape {array.shape} does not match grid "
+                          f"{grid.shape} (expected (bands, {grid.height}, {grid.width}))")
+    if len(band_names) != array.shape[0]:
+        raise RasterError(f"cannot write {path}: {array.shape[0]} bands but "
+                          f"{len(band_names)} band names")
+    profile = {
+        "driver": "GTiff", "count": array.shape[0], "dtype": array.dtype.name,
+        "height": grid.height, "width": grid.width, "crs": grid.crs,
+        "transform": grid.transform, "nodata": nodata,
+    }
+    options = dict(COG_OPTIONS)
+    if overview_resampling:
+        options["overview_resampling"] = overview_resampling
+    if array.dtype.kind == "f":
+        options["predictor"] = "FLOATING_POINT" if array.dtype.itemsize >= 4 else "NO"
+    if min(grid.shape) < 512:
+        options["overviews"] = "NONE" if min(grid.shape) <= 256 else "AUTO"
+    try:
+        with MemoryFile() as mem:
+            with mem.open(**profile) as dst:
+                dst.write(array)
+                for i, name in enumerate(band_names, start=1):
+                    dst.set_band_description(i, name)
+                dst.update_tags(**{k: _tag_value(v) for k, v in (tags or {}).items()})
+            with mem.open() as src, atomic_path(path) as tmp:
+                rasterio.shutil.copy(src, tmp, **options)
+    except RasterioError as err:
+        raise RasterError(f"GDAL could not write {path}: {err}") from err
+    return Path(path)
+
+
+def read_grid(path: str | Path) -> Grid:
+    """The grid of a raster file."""
+    try:
+        with rasterio.open(path) as src:
+            return Grid(src.crs, src.transform, src.height, src.width)
+    except RasterioError as err:
+        raise RasterError(f"cannot open raster {path}: {err}. Re-create it by re-running the "
+                          "stage that wrote it (with --force)") from err
+
+
+def read_raster(
+    path: str | Path, *, expect_bands: Sequence[str] | None = None
+) -> tuple[np.ndarray, Grid, dict[str, str]]:
+    """Read a whole raster and check its band descriptions.
+
+    Args:
+        path: A GeoTIFF.
+        expect_bands: Required band descriptions, in order (e.g. :data:`BANDS`).
+
+    Returns:
+        ``(array (bands, H, W), grid, tags)``.
+
+    Raises:
+        RasterError: the file is unreadable or truncated, or its bands are not ``expect_bands``.
+    """
+    try:
+        with rasterio.open(path) as src:
+            names = tuple(d or "" for d in src.descriptions)
+            if expect_bands is not None and names != tuple(expect_bands):
+                raise RasterError(
+                    f"{path} has bands {list(names)} but {list(expect_bands)} are required, in "
+                    "that order. Re-fetch the patch (make fetch) or fix the band mapping.")
+            array = src.read()
+            return array, Grid(src.crs, src.transform, src.height, src.width), src.tags()
+    except RasterioError as err:
+        raise RasterError(f"cannot read raster {path}: {err}. The file is corrupt or truncated; "
+                          "delete it and re-run the stage that wrote it") from err
+
+
+def read_patch(path: str | Path) -> tuple[np.ndarray, Grid, dict[str, str]]:
+    """A fetched 10-band patch, checked against :data:`pipeline.bands.BANDS`."""
+    return read_raster(path, expect_bands=BANDS)

@@ -1,0 +1,1 @@
+"""The segmentation model: construction, normalization, and the exported model file."""
