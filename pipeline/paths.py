@@ -34,7 +34,7 @@ class RunPaths:
     # labels ------------------------------------------------------------------------------
     @property
     def farms(self) -> Path:
-        """GeoPackage of accepted solar farms (EPSG:4326; osm_id, osm_type, tags, area_m2, source)."""
+        """GeoPackage of accepted farms (EPSG:4326; farm_id, osm_id, tags, area_m2, source)."""
         return self.stage_dir("labels") / "farms.gpkg"
 
     @property
@@ -44,7 +44,7 @@ class RunPaths:
 
     @property
     def plan(self) -> Path:
-        """GeoPackage of planned patches (EPSG:4326 footprints; patch_id, epsg, x0, y0, size, gsd, kind)."""
+        """GeoPackage of planned patches (EPSG:4326; patch_id, epsg, x0, y0, size, gsd, kind)."""
         return self.stage_dir("labels") / "plan.gpkg"
 
     # fetch -------------------------------------------------------------------------------
@@ -58,7 +58,7 @@ class RunPaths:
 
     @property
     def fetch_index(self) -> Path:
-        """GeoPackage: one row per fetched patch (patch_id, item_id, datetime, clear/snow fractions)."""
+        """GeoPackage: one row per planned patch (patch_id, status, item_id, clear share)."""
         return self.stage_dir("fetch") / "index.gpkg"
 
     # tiles -------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def test_unknown_key_names_key_and_valid_keys() -> None:
 
 
 def test_bad_value_names_key_and_value() -> None:
-    with pytest.raises(ConfigError, match=r"train.epochs = -3"):
+    with pytest.raises(ConfigError, match=r"train\.epochs = -3"):
         load_config("configs/demo.yaml", ["train.epochs=-3"])
 
 
@@ -44,7 +44,7 @@ def test_override_changes_only_its_sections_digest() -> None:
 
 def test_parse_overrides_rejects_malformed() -> None:
     assert parse_overrides(["a.b=1", "a.c=[1, 2]"]) == {"a": {"b": 1, "c": [1, 2]}}
-    with pytest.raises(ConfigError, match="section.key=value"):
+    with pytest.raises(ConfigError, match=r"section\.key=value"):
         parse_overrides(["nonsense"])
 
 
@@ -56,8 +56,9 @@ def test_cli_reports_config_error_and_exits_nonzero(capsys: pytest.CaptureFixtur
     assert "Traceback" not in err
 
 
-def test_cli_missing_upstream_names_make_target(tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_missing_upstream_names_make_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["tiles", "--config", "configs/demo.yaml", "--set", f"run.data_root={tmp_path}"])
     assert code != 0
     assert "make labels RUN=demo" in capsys.readouterr().err
@@ -75,7 +76,7 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:
 
 def test_cog_keeps_grid_bands_tags(make_patch, utm_grid) -> None:
     path = make_patch("a", seed=3)
-    array, grid, tags = read_patch(path)
+    array, grid, _ = read_patch(path)
     assert grid == utm_grid
     assert array.shape == (len(BANDS), 64, 64) and array.dtype == np.uint16
     with rasterio.open(path) as src:
@@ -96,3 +97,9 @@ def test_corrupt_geotiff_gives_clear_error(tmp_path: Path) -> None:
     bad.write_bytes(b"II*\x00" + b"\x00" * 20)
     with pytest.raises(RasterError, match="corrupt or truncated"):
         read_raster(bad)
+
+
+def test_data_root_placeholder_relocates_world_paths(tmp_path: Path) -> None:
+    cfg = load_config("configs/demo.yaml", [f"run.data_root={tmp_path}"])
+    assert cfg.labels.osm_file == tmp_path / "worlds" / "demo" / "world.osm.pbf"
+    assert cfg.fetch.catalog == f"{tmp_path}/worlds/demo/stac/catalog.json"

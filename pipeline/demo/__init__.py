@@ -1,9 +1,14 @@
-"""The demo world: a real Sentinel-2 scene with planted solar farms and snow."""
+"""The demo world: a real Sentinel-2 scene with planted solar farms and snow.
+
+``build_world(cfg)`` writes ``data/worlds/<world.name>/``: a static STAC catalog in Earth
+Search's layout (``stac/catalog.json``), an OSM file of the farms (``world.osm.pbf``), the
+ground truth (``truth/``, read by tests and the shortcut experiment only) and
+``manifest.json``. ``load_truth(world)`` reads the truth back.
+"""
 
 from __future__ import annotations
 
-from pipeline.config import RunConfig
+from pipeline.demo.build import build_world
+from pipeline.demo.truth import Truth, load_truth
 
-
-def build_world(cfg: RunConfig, *, force: bool = False) -> None:
-    raise NotImplementedError
+__all__ = ["Truth", "build_world", "load_truth"]

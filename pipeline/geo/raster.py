@@ -51,8 +51,8 @@ class Grid:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """``(left, bottom, right, top)`` in the grid's CRS."""
-        left, top = self.transform * (0, 0)
-        right, bottom = self.transform * (self.width, self.height)
+        left, top = self.transform @ (0, 0)
+        right, bottom = self.transform @ (self.width, self.height)
         return (min(left, right), min(bottom, top), max(left, right), max(bottom, top))
 
     @property
@@ -89,15 +89,23 @@ def write_cog(
         RasterError: shapes disagree or GDAL fails.
     """
     if array.ndim != 3 or array.shape[1:] != grid.shape:
-        raise RasterError(f"cannot write {path}: array shape {array.shape} does not match grid "
-                          f"{grid.shape} (expected (bands, {grid.height}, {grid.width}))")
+        raise RasterError(
+            f"cannot write {path}: array shape {array.shape} does not match grid "
+            f"{grid.shape} (expected (bands, {grid.height}, {grid.width}))"
+        )
     if len(band_names) != array.shape[0]:
-        raise RasterError(f"cannot write {path}: {array.shape[0]} bands but "
-                          f"{len(band_names)} band names")
+        raise RasterError(
+            f"cannot write {path}: {array.shape[0]} bands but {len(band_names)} band names"
+        )
     profile = {
-        "driver": "GTiff", "count": array.shape[0], "dtype": array.dtype.name,
-        "height": grid.height, "width": grid.width, "crs": grid.crs,
-        "transform": grid.transform, "nodata": nodata,
+        "driver": "GTiff",
+        "count": array.shape[0],
+        "dtype": array.dtype.name,
+        "height": grid.height,
+        "width": grid.width,
+        "crs": grid.crs,
+        "transform": grid.transform,
+        "nodata": nodata,
     }
     options = dict(COG_OPTIONS)
     if overview_resampling:
@@ -126,8 +134,10 @@ def read_grid(path: str | Path) -> Grid:
         with rasterio.open(path) as src:
             return Grid(src.crs, src.transform, src.height, src.width)
     except RasterioError as err:
-        raise RasterError(f"cannot open raster {path}: {err}. Re-create it by re-running the "
-                          "stage that wrote it (with --force)") from err
+        raise RasterError(
+            f"cannot open raster {path}: {err}. Re-create it by re-running the "
+            "stage that wrote it (with --force)"
+        ) from err
 
 
 def read_raster(
@@ -151,12 +161,15 @@ def read_raster(
             if expect_bands is not None and names != tuple(expect_bands):
                 raise RasterError(
                     f"{path} has bands {list(names)} but {list(expect_bands)} are required, in "
-                    "that order. Re-fetch the patch (make fetch) or fix the band mapping.")
+                    "that order. Re-fetch the patch (make fetch) or fix the band mapping."
+                )
             array = src.read()
             return array, Grid(src.crs, src.transform, src.height, src.width), src.tags()
     except RasterioError as err:
-        raise RasterError(f"cannot read raster {path}: {err}. The file is corrupt or truncated; "
-                          "delete it and re-run the stage that wrote it") from err
+        raise RasterError(
+            f"cannot read raster {path}: {err}. The file is corrupt or truncated; "
+            "delete it and re-run the stage that wrote it"
+        ) from err
 
 
 def read_patch(path: str | Path) -> tuple[np.ndarray, Grid, dict[str, str]]:

