@@ -11,8 +11,10 @@ class TilesConfig(Section):
     """Masks and splits.
 
     Attributes:
-        all_touched: Rasterize every pixel a farm touches (default: pixel-centre rule).
-        block_size_m: Side of the square spatial blocks that splits are assigned by.
+        all_touched: Rasterize every pixel a farm touches (default: pixel-centre rule, a pixel
+            is farm when its centre lies inside a farm).
+        block_size_m: Side of the square spatial blocks that splits are assigned by, metres
+            (in each patch's UTM zone; a patch belongs to the block holding its centre).
         split_fractions: ``[train, val, test]`` shares of blocks; must sum to 1.
     """
 
@@ -23,6 +25,8 @@ class TilesConfig(Section):
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> TilesConfig:
         if abs(sum(self.split_fractions) - 1.0) > 1e-6 or min(self.split_fractions) < 0:
-            raise ValueError(f"tiles.split_fractions {list(self.split_fractions)} must be three "
-                             "non-negative shares summing to 1, e.g. [0.7, 0.15, 0.15]")
+            raise ValueError(
+                f"tiles.split_fractions {list(self.split_fractions)} must be three "
+                "non-negative shares summing to 1, e.g. [0.7, 0.15, 0.15]"
+            )
         return self

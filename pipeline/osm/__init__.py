@@ -1,0 +1,1 @@
+"""OpenStreetMap solar farms: Overpass client, pyosmium extract reader, geometry rules."""
