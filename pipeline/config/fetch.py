@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Literal
+from datetime import date, datetime
+from typing import Final, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from pipeline.config.base import Section
+
+#: Fields that change how fast or how stubbornly the stage works, never what it writes; a
+#: patch whose other fields (and plan row) are unchanged is reused on a re-run.
+RUNTIME_FIELDS: Final[frozenset[str]] = frozenset(
+    {
+        "workers",
+        "read_threads",
+        "retries",
+        "backoff_s",
+        "timeout_s",
+        "gdal_retry_delay_s",
+        "page_size",
+        "progress",
+    }
+)
 
 
 class FetchConfig(Section):
@@ -16,14 +31,31 @@ class FetchConfig(Section):
     Attributes:
         catalog: A STAC API root URL (Earth Search, Planetary Computer) or the path/URL of a
             static ``catalog.json`` (the demo world).
-        provider: How assets are signed and radiometry is harmonized; ``auto`` infers it from
-            the catalog URL and the items' properties.
+        provider: How asset hrefs are signed (only ``planetary-computer`` signs); ``auto``
+            infers it from ``catalog`` (``planetarycomputer`` in the URL, a ``.json`` catalog
+            is ``static``, any other URL ``earth-search``). Radiometry follows each item's own
+            collection and properties, never the provider.
         collection: Collection id (``sentinel-2-l2a``, ``sentinel-2-c1-l2a``).
-        datetime: RFC 3339 interval searched, e.g. ``2023-06-01/2023-09-30``.
-        target_date: Ties in clear fraction go to the scene nearest this date.
+        datetime: RFC 3339 interval searched, e.g. ``2023-06-01/2023-09-30`` (``..`` open end).
+        target_date: Ties in clear fraction go to the scene nearest this date (most recent
+            first when unset).
         max_cloud_cover: Scene-level ``eo:cloud_cover`` pre-filter, percent.
-        min_clear_fraction: A patch needs at least this clear share of its SCL window.
-        workers: Concurrent patch reads (threads; GDAL releases the GIL).
+        min_clear_fraction: A patch needs at least this clear share of its SCL window (snow
+            counts as clear; it is reported separately).
+        clear_tie: Clear fractions within the same ``clear_tie`` bucket count as a tie.
+        max_items: Most items taken from one search.
+        page_size: Items per STAC API page (``limit``).
+        workers: Patches fetched concurrently (threads; GDAL releases the GIL).
+        read_threads: Band reads in flight at once across all patches' windowed reads.
+        retries: Retries after a failed request (STAC API and COG reads), with backoff.
+        backoff_s: First backoff delay; it doubles per retry (capped at 30 s); a server's
+            ``Retry-After`` is honoured when longer.
+        timeout_s: Per-request timeout (STAC API and GDAL HTTP).
+        gdal_retry_delay_s: GDAL's own first HTTP retry delay (``GDAL_HTTP_RETRY_DELAY``).
+        double_correction_warn: Warn when more than this share of vegetation pixels would be
+            at or below zero reflectance in B02/B03/B04 after the offset (an offset applied to
+            already corrected data).
+        progress: Show a progress bar (rate and ETA) on a terminal.
     """
 
     catalog: str
@@ -33,7 +65,47 @@ class FetchConfig(Section):
     target_date: date | None = None
     max_cloud_cover: float = Field(default=60.0, ge=0, le=100)
     min_clear_fraction: float = Field(default=0.8, ge=0, le=1)
+    clear_tie: float = Field(default=0.01, gt=0, le=1)
     max_items: int = Field(default=200, ge=1)
+    page_size: int = Field(default=100, ge=1, le=10_000)
     workers: int = Field(default=8, ge=1, le=64)
+    read_threads: int = Field(default=16, ge=1, le=256)
     retries: int = Field(default=5, ge=0)
+    backoff_s: float = Field(default=0.5, ge=0)
     timeout_s: float = Field(default=30.0, gt=0)
+    gdal_retry_delay_s: float = Field(default=0.5, ge=0)
+    double_correction_warn: float = Field(default=0.05, ge=0, le=1)
+    progress: bool = True
+
+    @field_validator("catalog")
+    @classmethod
+    def _catalog_given(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError(
+                "fetch.catalog is empty; set it to a STAC API URL (e.g. "
+                "https://earth-search.aws.element84.com/v1) or a static catalog.json path"
+            )
+        return value
+
+    @field_validator("datetime")
+    @classmethod
+    def _interval(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = value.split("/")
+        if len(parts) > 2 or not all(parts):
+            raise ValueError(
+                f"fetch.datetime = {value!r} is not an RFC 3339 date or interval; write e.g. "
+                "2023-06-01/2023-09-30 or 2023-06-01/.."
+            )
+        for part in parts:
+            if part == "..":
+                continue
+            try:
+                datetime.fromisoformat(part.replace("Z", "+00:00"))
+            except ValueError as err:
+                raise ValueError(
+                    f"fetch.datetime = {value!r}: {part!r} is not an ISO date/time; write "
+                    "e.g. 2023-06-01/2023-09-30"
+                ) from err
+        return value

@@ -28,6 +28,7 @@ from pipeline.io import atomic_path
 COG_OPTIONS: Final[dict[str, Any]] = {
     "driver": "COG",
     "compress": "DEFLATE",
+    "level": 1,  # fast: write_cog was the largest CPU cost per fetched patch
     "predictor": "YES",
     "blocksize": 256,
     "overview_resampling": "average",
