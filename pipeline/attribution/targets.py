@@ -52,6 +52,8 @@ class Target:
 class TargetForward(nn.Module):
     """``x (B, C, H, W) -> (B,)``: the model's logits reduced over a frozen target mask."""
 
+    weights: torch.Tensor
+
     def __init__(self, model: nn.Module, target: Target) -> None:
         super().__init__()
         self.model = model

@@ -25,9 +25,12 @@ def machine() -> dict[str, object]:
     import torch
 
     info: dict[str, object] = {
-        "platform": platform.platform(), "python": platform.python_version(),
-        "cpus": os.cpu_count(), "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -44,8 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(f"pipeline.bench.{name}")
         start = time.perf_counter()
         result = module.main()
-        payload = {"bench": name, "machine": machine(), "seconds": time.perf_counter() - start,
-                   "result": result}
+        payload = {
+            "bench": name,
+            "machine": machine(),
+            "seconds": time.perf_counter() - start,
+            "result": result,
+        }
         write_json(args.out / f"{name}.json", payload)
         print(json.dumps({name: result}, indent=2, default=str))
     return 0

@@ -2,8 +2,8 @@
 
 ``load_config(path, overrides)`` is the one loader. Every key is known and typed; an unknown
 key or a bad value raises :class:`~pipeline.errors.ConfigError` naming the key, the value and
-the fix. ``--set section.key=value`` overrides are parsed as YAML scalars. ``{data_root}`` in any string
-value is replaced by ``run.data_root``, so a run can be relocated with one override.
+the fix. ``--set section.key=value`` overrides are parsed as YAML scalars. ``{data_root}`` in
+any string value is replaced by ``run.data_root``, so a run can be relocated with one override.
 """
 
 from __future__ import annotations
@@ -62,6 +62,11 @@ class RunConfig(Section):
     attribute: AttributeConfig = AttributeConfig()
     audit: AuditConfig = AuditConfig()
     report: ReportConfig = ReportConfig()
+
+    @property
+    def split_seed(self) -> int:
+        """Seed of the spatial split (``tiles.split_seed``, else ``run.seed``)."""
+        return self.run.seed if self.tiles.split_seed is None else self.tiles.split_seed
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:

@@ -16,11 +16,14 @@ class TilesConfig(Section):
         block_size_m: Side of the square spatial blocks that splits are assigned by, metres
             (in each patch's UTM zone; a patch belongs to the block holding its centre).
         split_fractions: ``[train, val, test]`` shares of blocks; must sum to 1.
+        split_seed: Seed of the block-to-split hash; ``None`` uses ``run.seed``. Fix it to keep
+            the same split while the model seed varies (the shortcut experiment does).
     """
 
     all_touched: bool = False
     block_size_m: float = Field(default=10_000.0, gt=0)
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    split_seed: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> TilesConfig:

@@ -31,6 +31,10 @@ class WorldConfig(Section):
         pv_cover: Range of the share of a farm's ground covered by panels (per farm).
         signature_contrast: Scales how far panels move a pixel from its ground towards the PV
             signature (1 = physical mix; lower makes farms harder to see).
+        lookalikes_per_farm: Unlabelled PV look-alikes (PV spectrum with brighter SWIR, no panel
+            rows) planted per farm.
+        independent_snow_fraction: With ``independent``, share of farms and, equally, of
+            look-alikes given snow beside them.
         distractors_per_farm: Unlabelled dark roofs, asphalt lots and wet-soil patches planted per
             farm (rounded).
         cloudy_item: Also write an earlier item of the same tile with clouds over about
@@ -50,6 +54,8 @@ class WorldConfig(Section):
     pv_cover: tuple[float, float] = (0.55, 0.8)
     signature_contrast: float = Field(default=1.0, gt=0.0, le=2.0)
     distractors_per_farm: float = Field(default=1.5, ge=0.0, le=20.0)
+    lookalikes_per_farm: float = Field(default=1.0, ge=0.0, le=5.0)
+    independent_snow_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
     cloudy_item: bool = True
     cloud_fraction: float = Field(default=0.5, ge=0.0, le=0.95)
 

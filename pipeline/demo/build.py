@@ -6,12 +6,14 @@ rendering (:mod:`.render`, :mod:`.scl`) are pure array/geometry functions.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -21,7 +23,7 @@ from pyproj import Transformer
 from shapely.geometry import Polygon
 
 from pipeline.bands import BANDS, NATIVE_GSD
-from pipeline.config import RunConfig, WorldConfig, config_digest
+from pipeline.config import RunConfig, WorldConfig
 from pipeline.demo import layout, render, scl
 from pipeline.demo.osm import OsmFarm, draw_farms, write_osm
 from pipeline.demo.source import EPSG, Scene, load_scene
@@ -42,8 +44,6 @@ CLEAR_DAY: Final[int] = 12
 CLOUDY_DAY: Final[int] = 2
 #: Radiometric difference between the two acquisitions (relative std of a per-band gain).
 ITEM_GAIN_REL: Final[float] = 0.01
-#: Config sections the world depends on (``tiles`` decides which farms are "training").
-SECTIONS: Final[tuple[str, ...]] = ("world", "tiles")
 STREAMS: Final[tuple[str, ...]] = (
     "farms",
     "distractors",
@@ -53,6 +53,7 @@ STREAMS: Final[tuple[str, ...]] = (
     "clouds",
     "osm",
     "rooftop",
+    "lookalikes",
 )
 
 
@@ -97,7 +98,34 @@ def farm_split(farm: layout.FarmPlan, cfg: RunConfig) -> tuple[str, str]:
     """``(block, split)`` of the block holding the farm's centroid, as the tiles stage splits."""
     c = farm.geometry.centroid
     block = block_id(EPSG, c.x, c.y, cfg.tiles.block_size_m)
-    return block, block_split(block, cfg.tiles.split_fractions, cfg.run.seed)
+    return block, block_split(block, cfg.tiles.split_fractions, cfg.split_seed)
+
+
+def snow_orders(
+    wcfg: WorldConfig,
+    farms: Sequence[layout.FarmPlan],
+    splits: Sequence[tuple[str, str]],
+    lookalikes: Sequence[layout.DistractorPlan],
+    rng: np.random.Generator,
+) -> tuple[list[layout.SnowOrder], list[Polygon]]:
+    """What snow goes beside what, and which footprints snow must shun.
+
+    ``confounded``: beside ``snow_beside_fraction`` of the training-area farms and never near a
+    look-alike, so snow beside a PV-like object means "farm" in training. ``independent``:
+    beside ``independent_snow_fraction`` of all farms AND of all look-alikes, so snow says
+    nothing about farm versus look-alike.
+    """
+    area = wcfg.snow_area_ha
+    if wcfg.snow == "confounded":
+        train = [f.index for f, (_, split) in zip(farms, splits, strict=True) if split == "train"]
+        picks = layout.snow_budget(rng, train, wcfg.snow_beside_fraction, area)
+        return [(farms[i].geometry, i, a) for i, a in picks], [d.geometry for d in lookalikes]
+    fraction = wcfg.independent_snow_fraction
+    on_farms = layout.snow_budget(rng, [f.index for f in farms], fraction, area)
+    on_looks = layout.snow_budget(rng, list(range(len(lookalikes))), fraction, area)
+    orders: list[layout.SnowOrder] = [(farms[i].geometry, i, a) for i, a in on_farms]
+    orders += [(lookalikes[i].geometry, None, a) for i, a in on_looks]
+    return orders, []
 
 
 def plan_world(
@@ -122,22 +150,30 @@ def plan_world(
     distractors = layout.plan_distractors(
         streams["distractors"], land, scene.grid10, n_distractors, farms
     )
-    train = [f.index for f, (_, split) in zip(farms, splits, strict=True) if split == "train"]
-    budget = layout.snow_budget(
-        streams["snow_budget"], train, wcfg.snow_beside_fraction, wcfg.snow_area_ha
+    lookalikes = layout.plan_distractors(
+        streams["lookalikes"],
+        land,
+        scene.grid10,
+        round(wcfg.lookalikes_per_farm * wcfg.n_farms),
+        farms,
+        kinds=("pv_lookalike",),
+        gap_m=layout.FARM_SPACING_M,
     )
+    offset = len(distractors)
+    distractors += [replace(d, index=offset + d.index) for d in lookalikes]
+    orders, shun = snow_orders(wcfg, farms, splits, lookalikes, streams["snow_budget"])
     snow, failed = layout.plan_snow(
         streams["snow_place"],
-        budget,
-        wcfg.snow,
+        orders,
         land,
         scene.grid10,
         farms,
         [d.geometry for d in distractors],
+        shun,
     )
     avoid = [*(f.geometry for f in farms), *(s.geometry for s in snow)]
     rooftop = layout.plan_rooftop(streams["rooftop"], land, scene.grid10, avoid)
-    return WorldPlan(farms, splits, distractors, snow, len(budget), failed, rooftop)
+    return WorldPlan(farms, splits, distractors, snow, len(orders), failed, rooftop)
 
 
 def render_world(
@@ -307,7 +343,7 @@ def summary_of(
         "source": _source_version(),
         "name": wcfg.name,
         "seed": world_seed(cfg, wcfg),
-        "split_seed": cfg.run.seed,
+        "split_seed": cfg.split_seed,
         "snow_mode": wcfg.snow,
         "crop": list(wcfg.crop) if wcfg.crop else None,
         "epsg": EPSG,
@@ -357,11 +393,25 @@ def _is_current(out: Path, digest: str) -> bool:
     return recorded == digest and all(p.is_file() for p in needed)
 
 
+def world_digest(cfg: RunConfig, wcfg: WorldConfig) -> str:
+    """Digest of what the world depends on: its section, the split layout and both seeds.
+
+    The model seed (``run.seed``) is left out, so runs that differ only in it share one world.
+    """
+    payload = {
+        "world": wcfg.model_dump(mode="json"),
+        "blocks": [cfg.tiles.block_size_m, list(cfg.tiles.split_fractions)],
+        "world_seed": world_seed(cfg, wcfg),
+        "split_seed": cfg.split_seed,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
 def build_world(cfg: RunConfig, *, force: bool = False) -> Path:
     """Build ``<data_root>/worlds/<world.name>/`` from the config's ``world`` section.
 
-    Incremental: returns at once when the folder's manifest records the same digest of the
-    ``world`` and ``tiles`` sections and the seed (unless ``force``). The folder is replaced
+    Incremental: returns at once when the folder's manifest records the same
+    :func:`world_digest` (unless ``force``). The folder is replaced
     atomically, so a failed build leaves the previous world (or none).
 
     Returns:
@@ -378,7 +428,7 @@ def build_world(cfg: RunConfig, *, force: bool = False) -> Path:
         )
     wcfg = cfg.world
     out = world_dir(cfg.run.data_root, wcfg.name)
-    digest = config_digest(cfg, SECTIONS)
+    digest = world_digest(cfg, wcfg)
     if not force and _is_current(out, digest):
         log.info("demo world %s is current (config unchanged); skipping", out)
         return out

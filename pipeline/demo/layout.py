@@ -26,7 +26,7 @@ from pipeline.geo.raster import Grid
 log = logging.getLogger(__name__)
 
 FarmRole = Literal["plant_way", "plant_relation", "plant_with_generators", "generators_only"]
-DistractorKind = Literal["dark_roof", "asphalt", "wet_soil"]
+DistractorKind = Literal["dark_roof", "asphalt", "wet_soil", "pv_lookalike"]
 
 #: NDWI (B03, B08) below which a pixel counts as land.
 LAND_NDWI_MAX: Final[float] = -0.1
@@ -45,12 +45,12 @@ MIN_FARMLAND_SHARE: Final[float] = 0.75
 #: Share of a farm footprint that must be on dry land.
 MIN_DRY_SHARE: Final[float] = 0.995
 #: Range of the gap between a farm's edge and the snow planted beside it (metres). The audit
-#: measures attribution outside the farm and its 100 m buffer, so snow starts beyond it.
-SNOW_BESIDE_GAP_M: Final[tuple[float, float]] = (150.0, 400.0)
-#: Snow keeps at least this far from every farm: beside-snow from other farms, random snow
-#: from all farms (outside the audit's 100 m buffer ring).
-SNOW_BESIDE_MIN_GAP_M: Final[float] = 150.0
-SNOW_RANDOM_MIN_GAP_M: Final[float] = 100.0
+#: measures attribution outside the farm and its buffer ring (20 m by default), so snow starts
+#: beyond it; it stays within 200 m so that a 128 px training crop holding the farm usually
+#: holds its snow too (context the model never sees cannot be learned as a shortcut).
+SNOW_BESIDE_GAP_M: Final[tuple[float, float]] = (60.0, 200.0)
+#: Snow keeps at least this far from every farm (the audit's buffer ring lies inside it).
+SNOW_BESIDE_MIN_GAP_M: Final[float] = 60.0
 #: Share of a snow blob that must lie on land (snow on open water would be ice, not snow).
 SNOW_MIN_LAND_SHARE: Final[float] = 0.8
 #: A farm "has snow beside it" in the truth when snow lies within this distance (metres).
@@ -62,11 +62,13 @@ DISTRACTOR_AREA_HA: Final[dict[str, tuple[float, float]]] = {
     "dark_roof": (0.15, 1.0),
     "asphalt": (0.3, 3.0),
     "wet_soil": (1.0, 8.0),
+    "pv_lookalike": (2.0, 30.0),
 }
 DISTRACTOR_COVER: Final[dict[str, tuple[float, float]]] = {
     "dark_roof": (0.85, 1.0),
     "asphalt": (0.9, 1.0),
     "wet_soil": (0.6, 0.95),
+    "pv_lookalike": (0.55, 0.8),
 }
 DISTRACTOR_MIN_GAP_M: Final[float] = 60.0
 #: Rows of panels: pitch (row spacing) range in metres.
@@ -275,16 +277,21 @@ def plan_farms(
 
 
 def plan_distractors(
-    rng: np.random.Generator, land: np.ndarray, grid: Grid, n: int, farms: Sequence[FarmPlan]
+    rng: np.random.Generator,
+    land: np.ndarray,
+    grid: Grid,
+    n: int,
+    farms: Sequence[FarmPlan],
+    kinds: tuple[DistractorKind, ...] = ("dark_roof", "asphalt", "wet_soil"),
+    gap_m: float = DISTRACTOR_MIN_GAP_M,
 ) -> list[DistractorPlan]:
-    """Place ``n`` distractors on ``land``, :data:`DISTRACTOR_MIN_GAP_M` from every farm."""
+    """Place ``n`` distractors of random ``kinds`` on ``land``, ``gap_m`` from every farm."""
     candidates = np.flatnonzero(land)
     inner = _inner_box(grid, 20.0)
-    kinds: tuple[DistractorKind, ...] = ("dark_roof", "asphalt", "wet_soil")
     farm_geoms = [f.geometry for f in farms]
     out: list[DistractorPlan] = []
     for _ in range(n if len(candidates) else 0):
-        kind = kinds[int(rng.integers(3))]
+        kind = kinds[int(rng.integers(len(kinds)))]
         area = log_uniform(rng, *DISTRACTOR_AREA_HA[kind]) * 1e4
         for _attempt in range(MAX_ATTEMPTS // 4):
             cx, cy = _random_point(rng, candidates, grid)
@@ -293,7 +300,7 @@ def plan_distractors(
                 if kind == "wet_soil"
                 else shapes.rectangle(rng, cx, cy, area)
             )
-            if geom.within(inner) and _far_from(geom, farm_geoms, DISTRACTOR_MIN_GAP_M):
+            if geom.within(inner) and _far_from(geom, farm_geoms, gap_m):
                 out.append(
                     DistractorPlan(
                         len(out), geom, kind, float(rng.uniform(*DISTRACTOR_COVER[kind]))
@@ -305,19 +312,18 @@ def plan_distractors(
 
 def snow_budget(
     rng: np.random.Generator,
-    train_farms: Sequence[int],
+    owners: Sequence[int],
     fraction: float,
     area_ha: tuple[float, float],
 ) -> list[tuple[int, float]]:
-    """The snow to plant: ``(farm index, blob area m²)`` pairs.
+    """The snow to plant: ``(owner index, blob area m²)`` pairs.
 
-    A share ``fraction`` of ``train_farms`` is chosen; each gets 1 or 2 blobs
-    (:data:`SNOW_BLOBS_P`) of log-uniform area in ``area_ha``. The same budget is drawn for the
-    confounded and the independent world, so both hold the same amount of snow.
+    A share ``fraction`` of the owners (farms or look-alikes) is chosen; each gets 1 or 2 blobs
+    (:data:`SNOW_BLOBS_P`) of log-uniform area in ``area_ha``.
     """
-    k = round(fraction * len(train_farms))
+    k = round(fraction * len(owners))
     chosen = (
-        sorted(rng.choice(np.asarray(train_farms, dtype=int), size=k, replace=False).tolist())
+        sorted(rng.choice(np.asarray(owners, dtype=int), size=k, replace=False).tolist())
         if k
         else []
     )
@@ -346,9 +352,11 @@ def place_snow_beside(
     grid: Grid,
     farms: Sequence[Polygon],
     taken: Sequence[Polygon],
+    shun: Sequence[Polygon] = (),
 ) -> Polygon | None:
-    """A blob whose edge is :data:`SNOW_BESIDE_GAP_M` from ``farm`` and
-    :data:`SNOW_BESIDE_MIN_GAP_M` from every farm; ``None`` if no spot is found."""
+    """A blob whose edge is :data:`SNOW_BESIDE_GAP_M` from ``farm`` (any owner footprint),
+    :data:`SNOW_BESIDE_MIN_GAP_M` from every farm and :data:`SNOW_NEAR_M` from every ``shun``
+    footprint; ``None`` if no spot is found."""
     inner = _inner_box(grid, 20.0)
     radius = math.sqrt(area / math.pi)
     lo, hi = SNOW_BESIDE_GAP_M
@@ -360,73 +368,50 @@ def place_snow_beside(
         if (
             lo <= gap <= hi
             and _far_from(geom, farms, SNOW_BESIDE_MIN_GAP_M)
+            and _far_from(geom, shun, SNOW_NEAR_M)
             and _snow_ok(geom, inner, land, grid, taken)
         ):
             return geom
     return None
 
 
-def place_snow_random(
-    rng: np.random.Generator,
-    area: float,
-    land: np.ndarray,
-    grid: Grid,
-    farms: Sequence[Polygon],
-    taken: Sequence[Polygon],
-) -> Polygon | None:
-    """A blob at a uniformly random land position, :data:`SNOW_RANDOM_MIN_GAP_M` from farms."""
-    candidates = np.flatnonzero(land)
-    inner = _inner_box(grid, 20.0)
-    for _ in range(MAX_ATTEMPTS if len(candidates) else 0):
-        cx, cy = _random_point(rng, candidates, grid)
-        geom = shapes.blob(rng, cx, cy, area)
-        if _far_from(geom, farms, SNOW_RANDOM_MIN_GAP_M) and _snow_ok(
-            geom, inner, land, grid, taken
-        ):
-            return geom
-    return None
+#: A snow blob and what it is planted beside: (owner footprint, farm index or ``None``, area m²).
+SnowOrder = tuple[Polygon, int | None, float]
 
 
 def plan_snow(
     rng: np.random.Generator,
-    budget: Sequence[tuple[int, float]],
-    mode: Literal["confounded", "independent"],
+    orders: Sequence[SnowOrder],
     land: np.ndarray,
     grid: Grid,
     farms: Sequence[FarmPlan],
     taken: Sequence[Polygon],
+    shun: Sequence[Polygon] = (),
 ) -> tuple[list[SnowPlan], int]:
-    """Place the snow ``budget``: beside its farm (confounded) or anywhere on land (independent).
+    """Place each ordered blob beside its owner (a farm or a look-alike).
 
     Args:
+        orders: What to plant beside what (see :data:`SnowOrder`).
         taken: Footprints snow must not touch (distractors).
+        shun: Footprints snow keeps :data:`SNOW_NEAR_M` from (look-alikes in the confounded
+            world, so that snow never sits beside an unlabelled PV-like object there).
 
     Returns:
-        The blobs and the number of budgeted blobs that found no spot.
+        The blobs and the number of ordered blobs that found no spot.
     """
     farm_geoms = [f.geometry for f in farms]
     placed: list[SnowPlan] = []
     failed = 0
-    for farm, area in budget:
+    for owner, farm, area in orders:
         others = [*taken, *(s.geometry for s in placed)]
-        if mode == "confounded":
-            geom = place_snow_beside(rng, farm_geoms[farm], area, land, grid, farm_geoms, others)
-        else:
-            geom = place_snow_random(rng, area, land, grid, farm_geoms, others)
+        geom = place_snow_beside(rng, owner, area, land, grid, farm_geoms, others, shun)
         if geom is None:
             failed += 1
             continue
-        placed.append(
-            SnowPlan(
-                len(placed),
-                geom,
-                farm if mode == "confounded" else None,
-                float(rng.uniform(0.85, 1.0)),
-            )
-        )
+        placed.append(SnowPlan(len(placed), geom, farm, float(rng.uniform(0.85, 1.0))))
     if failed:
         log.warning(
-            "%d of %d snow blobs found no spot (small crop or little land)", failed, len(budget)
+            "%d of %d snow blobs found no spot (small crop or little land)", failed, len(orders)
         )
     return placed, failed
 

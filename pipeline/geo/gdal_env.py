@@ -7,7 +7,7 @@ from typing import Final
 import rasterio
 
 #: Options for reading COGs over HTTP with as few requests as possible.
-GDAL_OPTIONS: Final[dict[str, str | int | bool]] = {
+GDAL_OPTIONS: Final[dict[str, str | int | float | bool]] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.jp2",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
@@ -24,6 +24,6 @@ GDAL_OPTIONS: Final[dict[str, str | int | bool]] = {
 }
 
 
-def gdal_env(**extra: str | int | bool) -> rasterio.Env:
+def gdal_env(**extra: str | int | float | bool) -> rasterio.Env:
     """A ``rasterio.Env`` with :data:`GDAL_OPTIONS` plus ``extra`` overrides."""
     return rasterio.Env(**{**GDAL_OPTIONS, **extra})

@@ -13,7 +13,6 @@ honouring ``Retry-After``. Successful, parseable responses are cached under
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
 import logging
@@ -29,6 +28,7 @@ import requests
 from pipeline.errors import FetchError, LabelsError
 from pipeline.io import write_text
 from pipeline.osm.features import SOLAR_RULES, OsmFeature, relation_feature, way_feature
+from pipeline.stac.http import retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class OverpassClient:
                     last = f"server-side error: {_runtime_error(resp.text)}"
                 elif resp.status_code in RETRY_STATUS:
                     last = f"HTTP {resp.status_code}"
-                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                    retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
                 else:
                     raise FetchError(
                         f"Overpass endpoint {self.url} answered HTTP {resp.status_code} "
@@ -152,22 +152,6 @@ class OverpassClient:
             f"{last}. Check the network and labels.overpass_url, raise labels.retries or "
             "labels.timeout_s, or use a local extract (labels.source: file)."
         )
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _runtime_error(text: str) -> str | None:

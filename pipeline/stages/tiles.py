@@ -254,7 +254,7 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
             tc.block_size_m,
         )
     blocks, splits, groups = assign_splits(
-        results, tc.block_size_m, tc.split_fractions, cfg.run.seed
+        results, tc.block_size_m, tc.split_fractions, cfg.split_seed
     )
     table = gpd.GeoDataFrame(
         {

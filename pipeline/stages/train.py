@@ -1,11 +1,108 @@
-"""train stage (being built)."""
+"""train stage: tiles index + band statistics -> a Lightning U-Net -> ``train/model.pt``.
+
+Re-running after an interruption resumes from ``train/checkpoints/last.ckpt`` (same config,
+data and seed). Under DDP every rank runs this function; worker ranks exit after the fit and
+rank 0 exports the model and writes the manifest.
+"""
 
 from __future__ import annotations
 
+import logging
+import sys
+
+from pipeline.bands import BANDS
 from pipeline.config import RunConfig
+from pipeline.manifest import manifest_digest
+from pipeline.model.data import SPLIT_NAMES, TilesDataModule, read_band_stats, read_tiles_index
+from pipeline.model.fit import (
+    choose_threshold,
+    counts_loader,
+    fit_key,
+    fit_model,
+    mark_complete,
+)
+from pipeline.model.io import ModelMeta, save_model
+from pipeline.model.module import SegmentationModule, load_encoder_weights
+from pipeline.model.window import resolve_device
 from pipeline.paths import RunPaths
 from pipeline.stages.base import StageOutput
 
+log = logging.getLogger(__name__)
+
 
 def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
-    raise NotImplementedError("train")
+    """Train, pick the threshold, evaluate every split, export ``paths.model``."""
+    tcfg, seed = cfg.train, cfg.run.seed
+    records = read_tiles_index(paths.tiles_index, paths.root)
+    stats = read_band_stats(paths.band_stats)
+    data_digest = manifest_digest(paths.manifest("tiles"))
+    datamodule = TilesDataModule(records, stats, tcfg, seed)
+    module = SegmentationModule.from_config(tcfg, in_channels=len(BANDS))
+    weights_info = None
+    if tcfg.encoder_weights is not None and tcfg.encoder_weights_bands is not None:
+        weights_info = load_encoder_weights(
+            module.net, tcfg.encoder_weights, tcfg.encoder_weights_bands, BANDS
+        )
+    key = fit_key(tcfg, data_digest, seed)
+    out_dir = paths.stage_dir("train")
+    result = fit_model(
+        tcfg, datamodule, module, out_dir=out_dir, ckpt_dir=paths.checkpoints, key=key, seed=seed
+    )
+    if not result.is_global_zero:
+        sys.exit(0)  # DDP worker rank: rank 0 exports and writes the manifest
+
+    device = resolve_device("auto" if tcfg.accelerator in ("auto", "gpu", "cuda") else "cpu")
+    net = result.module.net
+    threshold, val_iou_at_threshold = choose_threshold(
+        tcfg.threshold, net, datamodule.eval_dataloader("val"), device
+    )
+    metrics = {}
+    for split in SPLIT_NAMES:
+        if datamodule.records[split]:
+            counts = counts_loader(net, datamodule.eval_dataloader(split), device, threshold)
+            metrics[split] = {
+                k: round(v, 5) if isinstance(v, float) else v for k, v in counts.as_dict().items()
+            }
+    meta = ModelMeta(
+        bands=BANDS,
+        mean=stats.mean,
+        std=stats.std,
+        arch=module.arch,
+        threshold=threshold,
+        data_digest=data_digest,
+        extra={
+            "epochs": result.epochs,
+            "global_step": result.global_step,
+            "best_val_iou_at_0_5": result.best_val_iou,
+            "val_iou": val_iou_at_threshold,
+            "seed": seed,
+            "threshold_rule": "val-optimal IoU" if tcfg.threshold == "auto" else "config",
+            "precision": result.precision,
+            "device": result.device,
+        },
+    )
+    save_model(paths.model, net.cpu(), meta)
+    mark_complete(paths.checkpoints, key)
+    log.info(
+        "exported %s (threshold %.3f, val IoU %.3f)",
+        paths.model,
+        threshold,
+        metrics.get("val", {}).get("iou", float("nan")),
+    )
+    summary = {
+        "epochs": result.epochs,
+        "steps": result.global_step,
+        "resumed_from_step": result.resumed_from_step,
+        "best_val_iou_at_0_5": round(result.best_val_iou, 5),
+        "threshold": threshold,
+        "metrics": metrics,
+        "tiles": {s: len(datamodule.records[s]) for s in SPLIT_NAMES},
+        "fit_seconds": round(result.seconds, 2),
+        "device": result.device,
+        "precision": result.precision,
+        "encoder": tcfg.encoder,
+        "seed": seed,
+        "best_checkpoint": paths.relative(result.best_path) if result.best_path else None,
+        "encoder_weights": weights_info,
+    }
+    return StageOutput(outputs=[paths.model, paths.checkpoints, out_dir / "logs"], summary=summary)

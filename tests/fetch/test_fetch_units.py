@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 import numpy as np
 import pystac
 import pytest
-from conftest import ES_ITEM, PC_ITEM, c1_template, load_real
+from fetch_support import ES_ITEM, PC_ITEM, c1_template, load_real
 from pydantic import ValidationError
 
 from pipeline.bands import BANDS

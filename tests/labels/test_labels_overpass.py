@@ -16,7 +16,7 @@ from osmbuild import OsmBuilder, demo_features
 
 from pipeline.cli import main
 from pipeline.errors import FetchError, LabelsError
-from pipeline.osm.overpass import OverpassClient, build_query, parse_retry_after, query_key
+from pipeline.osm.overpass import OverpassClient, build_query, query_key
 from pipeline.paths import RunPaths
 from pipeline.stages import labels
 
@@ -134,8 +134,6 @@ def test_query_asks_for_solar_ways_and_relations_with_geometry() -> None:
     ):
         assert clause in q
     assert build_query((0, 0, 1, 1)) == build_query((0, 0, 1, 1))  # a stable cache key
-    assert parse_retry_after("7") == 7.0 and parse_retry_after(None) is None
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
 
 
 def test_unreachable_endpoint_fails_cleanly(make_cfg, tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""Attribution of segmentation outputs: scalar targets with frozen masks, captum methods."""

@@ -1,0 +1,103 @@
+"""Attribution rasters: float32 COGs on the patch grid with the provenance in their tags."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from pipeline.attribution.methods import AttributionResult
+from pipeline.bands import BANDS
+from pipeline.errors import GeoMismatchError
+from pipeline.geo.raster import Grid, write_cog
+
+#: Band descriptions of every attribution raster: one per input band, then the reduced map.
+ATTRIBUTION_BANDS: Final[tuple[str, ...]] = (*BANDS, "aggregate")
+
+#: Units written into every attribution raster.
+UNITS: Final[str] = (
+    "target logit (sum over the target mask, or mean for 'patch') per element "
+    "of the normalized input"
+)
+
+
+def gap_flag(result: AttributionResult, tolerance: float) -> bool | None:
+    """True when the completeness gap exceeds ``tolerance`` x ``|f(x) - f(x')|``."""
+    ratio = result.gap_ratio
+    return None if ratio is None else bool(ratio > tolerance)
+
+
+def attribution_array(result: AttributionResult, valid: np.ndarray | None = None) -> np.ndarray:
+    """``(C + 1, H, W)`` float32: per-band values then the aggregate; NaN where not ``valid``."""
+    array = np.concatenate([result.values.numpy(), result.aggregate.numpy()[None]]).astype(
+        np.float32
+    )
+    if valid is not None:
+        array[:, ~valid] = np.nan
+    return array
+
+
+def attribution_tags(
+    result: AttributionResult,
+    *,
+    patch_id: str,
+    model_sha256: str,
+    stac_item_ids: Sequence[str],
+    gap_tolerance: float,
+) -> dict[str, Any]:
+    """Tags of one attribution raster (JSON-encoded where not strings)."""
+    params = {k: v for k, v in result.params.items() if k not in ("baseline", "reduction")}
+    return {
+        "patch_id": patch_id,
+        "method": result.method,
+        "method_params": json.dumps(params, sort_keys=True, default=str),
+        "target": result.target.name,
+        "target_id": result.target.target_id,
+        "target_reduce": result.target.reduce,
+        "target_pixels": int(result.target.mask.sum()),
+        "baseline": result.params.get("baseline") or "none",
+        "reduction": result.params.get("reduction", ""),
+        "score": repr(result.score),
+        "baseline_score": "none" if result.baseline_score is None else repr(result.baseline_score),
+        "completeness_gap": (
+            "none" if result.completeness_gap is None else repr(result.completeness_gap)
+        ),
+        "gap_flag": json.dumps(gap_flag(result, gap_tolerance)),
+        "gap_tolerance": repr(gap_tolerance),
+        "model_sha256": model_sha256,
+        "stac_item_ids": json.dumps(list(stac_item_ids)),
+        "units": UNITS,
+    }
+
+
+def write_attribution(
+    path: str | Path,
+    result: AttributionResult,
+    grid: Grid,
+    *,
+    tags: dict[str, Any],
+    valid: np.ndarray | None = None,
+) -> Path:
+    """Write ``result`` as a float32 COG on ``grid`` (the input patch's exact grid).
+
+    Bands are :data:`ATTRIBUTION_BANDS`, nodata NaN (pixels outside ``valid``), overviews when
+    the grid is larger than one block.
+
+    Raises:
+        GeoMismatchError: the attribution's shape is not the grid's.
+    """
+    if tuple(result.values.shape[-2:]) != grid.shape:
+        raise GeoMismatchError(
+            f"attribution of shape {tuple(result.values.shape)} does not fit "
+            f"the patch grid {grid.shape}; explain the patch as read"
+        )
+    array = attribution_array(result, valid)
+    names = (
+        ATTRIBUTION_BANDS
+        if array.shape[0] == len(ATTRIBUTION_BANDS)
+        else tuple([f"band{i}" for i in range(array.shape[0] - 1)] + ["aggregate"])
+    )
+    return write_cog(path, array, grid, band_names=names, nodata=float("nan"), tags=tags)

@@ -1,0 +1,114 @@
+"""Scene-level mosaics: patch attributions blended onto one larger grid with Hann weights.
+
+Weights come from the prediction stage's window module
+(:func:`pipeline.model.window.blend_weights`, a Hann window sampled at pixel centres, positive
+everywhere) so patch mosaics blend exactly like sliding-window predictions; non-square patches
+use the same formula, ``w(i) = sin^2(pi (i + 0.5) / n)`` per axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from affine import Affine
+
+from pipeline.errors import GeoMismatchError
+from pipeline.geo.raster import Grid
+
+
+def hann_window(height: int, width: int) -> np.ndarray:
+    """``(height, width)`` float64 separable Hann weights, positive everywhere."""
+    if height == width:
+        from pipeline.model.window import blend_weights
+
+        return blend_weights(height, "hann")
+
+    def axis(n: int) -> np.ndarray:
+        return np.sin(np.pi * (np.arange(n) + 0.5) / n) ** 2
+
+    return np.outer(axis(height), axis(width))
+
+
+def union_grid(grids: Sequence[Grid]) -> Grid:
+    """The smallest north-up grid holding every grid (same CRS and pixel size).
+
+    Raises:
+        GeoMismatchError: CRS, pixel size or pixel alignment differ.
+    """
+    if not grids:
+        raise GeoMismatchError("cannot stitch zero patches; pass at least one")
+    first = grids[0]
+    res = first.res
+    for g in grids:
+        if g.crs != first.crs or abs(g.res - res) > 1e-9 or g.transform.b or g.transform.d:
+            raise GeoMismatchError(
+                f"cannot stitch a patch in {g.crs} at {g.res} m with one in "
+                f"{first.crs} at {res} m; stitch one UTM zone at a time"
+            )
+    left = min(g.bounds[0] for g in grids)
+    top = max(g.bounds[3] for g in grids)
+    right = max(g.bounds[2] for g in grids)
+    bottom = min(g.bounds[1] for g in grids)
+    return Grid(
+        first.crs,
+        Affine(res, 0, left, 0, -res, top),
+        round((top - bottom) / res),
+        round((right - left) / res),
+    )
+
+
+def _offset(grid: Grid, out: Grid) -> tuple[int, int]:
+    col = (grid.transform.c - out.transform.c) / out.res
+    row = (out.transform.f - grid.transform.f) / out.res
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        raise GeoMismatchError(
+            f"patch origin ({grid.transform.c}, {grid.transform.f}) is not on "
+            f"the output grid's pixel lattice; patches must share alignment"
+        )
+    return round(row), round(col)
+
+
+def stitch(
+    arrays: Sequence[np.ndarray],
+    grids: Sequence[Grid],
+    out: Grid | None = None,
+    *,
+    blend: str = "hann",
+) -> tuple[np.ndarray, Grid]:
+    """Blend patch rasters ``(B, h, w)`` onto one grid.
+
+    Args:
+        arrays: One ``(B, h, w)`` array per patch (NaN = no data, ignored).
+        grids: Each patch's grid (same CRS, pixel size, pixel lattice).
+        out: The output grid; the union of ``grids`` when ``None``.
+        blend: ``hann`` (weights fall to the patch edge) or ``uniform``.
+
+    Returns:
+        ``(mosaic (B, H, W) float32 with NaN where no patch has data, out grid)``.
+
+    Raises:
+        GeoMismatchError: grids disagree, or a patch falls outside ``out``.
+    """
+    if len(arrays) != len(grids):
+        raise GeoMismatchError(f"{len(arrays)} arrays but {len(grids)} grids")
+    out = out or union_grid(grids)
+    bands = arrays[0].shape[0]
+    total = np.zeros((bands, *out.shape), dtype=np.float64)
+    weight = np.zeros((bands, *out.shape), dtype=np.float64)
+    for array, grid in zip(arrays, grids, strict=True):
+        row, col = _offset(grid, out)
+        h, w = array.shape[-2:]
+        if row < 0 or col < 0 or row + h > out.height or col + w > out.width:
+            raise GeoMismatchError(
+                f"a patch at row {row}, col {col} ({h}x{w}) falls outside "
+                f"the output grid {out.shape}"
+            )
+        win = hann_window(h, w) if blend == "hann" else np.ones((h, w))
+        ok = np.isfinite(array)
+        wts = np.where(ok, win[None], 0.0)
+        total[:, row : row + h, col : col + w] += np.where(ok, array, 0.0) * wts
+        weight[:, row : row + h, col : col + w] += wts
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mosaic = np.where(weight > 0, total / weight, np.nan)
+    return mosaic.astype(np.float32), out

@@ -1,0 +1,1 @@
+"""Spurious-cue audit: cue masks, attribution reliance, counterfactuals, explanation checks."""

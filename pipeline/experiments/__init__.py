@@ -1,0 +1,1 @@
+"""Experiments that prove the product works (each runnable as ``python -m``)."""

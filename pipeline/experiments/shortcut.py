@@ -1,0 +1,267 @@
+"""The shortcut experiment: does the audit catch a model that learned "snow beside = farm"?
+
+For each variant (``confounded``: snow planted beside most training farms; ``clean``: the same
+snow, independent of farms) and each seed, every stage runs on the variant's demo world (one
+world per variant, shared by all seeds: only the training seed changes). The targets are the
+labelled farms that the planted truth says have snow beside them; a target counts when the
+audit flags it for snow AND the counterfactual (snow removed) confirms it.
+
+Accept when the confounded models are flagged and confirmed on at least 90 % of their
+snow-bearing farm targets and the clean ones on at most 10 %.
+
+Run: ``python -m pipeline.experiments.shortcut [--seeds 0 1 2] [--set key=value ...]``
+(``make shortcut-experiment``). Writes ``<data_root>/experiments/shortcut/summary.json`` and
+prints a Markdown table for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from pipeline.config import RunConfig, load_config
+from pipeline.errors import ConfigError, MissingArtifactError, PipelineError
+from pipeline.io import write_json
+from pipeline.paths import RunPaths, world_dir
+
+log = logging.getLogger(__name__)
+
+VARIANTS: dict[str, str] = {"confounded": "configs/demo.yaml", "clean": "configs/demo-clean.yaml"}
+#: Acceptance: (variant, bound, "min" or "max") on the flagged-and-confirmed fraction.
+ACCEPT: dict[str, tuple[float, str]] = {"confounded": (0.9, "min"), "clean": (0.1, "max")}
+STAGE_ORDER = ("labels", "fetch", "tiles", "train", "predict", "attribute", "audit", "report")
+
+
+def experiment_overrides(base: RunConfig, variant: str, seed: int) -> list[str]:
+    """``--set`` overrides of one (variant, seed) run.
+
+    The run name and training seed change; the world and the split keep the variant's seeds so
+    every seed shares one world and one split; only label-farm targets are attributed (what the
+    experiment scores); every target gets a counterfactual. The explanation sanity checks are
+    left to the demo run: they do not decide a verdict and would triple the experiment's time.
+    """
+    world_seed = base.world.seed if base.world and base.world.seed is not None else base.run.seed
+    out = [
+        f"run.name=shortcut-{variant}-s{seed}",
+        f"run.seed={seed}",
+        f"tiles.split_seed={base.split_seed}",
+        "attribute.targets=[label_farms]",
+        "audit.counterfactual_scope=all",
+        "audit.sanity_patches=0",
+        "audit.faithfulness_patches=0",
+    ]
+    if base.world is not None:
+        out.append(f"world.seed={world_seed}")
+    return out
+
+
+def snow_bearing(truth_farms: pd.DataFrame) -> set[str]:
+    """Farm ids the planted truth marks ``snow_beside`` (truthy; NaN counts as no)."""
+    if "snow_beside" not in truth_farms or "farm_id" not in truth_farms:
+        raise PipelineError(
+            "the truth farms table lacks farm_id/snow_beside columns; rebuild "
+            "the demo world (make world)"
+        )
+    flags = truth_farms["snow_beside"].fillna(False).astype(bool)
+    return set(truth_farms.loc[flags, "farm_id"].astype(str))
+
+
+def outcomes(
+    flags: pd.DataFrame, farm_ids: Iterable[str], *, variant: str, seed: int
+) -> pd.DataFrame:
+    """One row per snow-bearing labelled-farm target of one run.
+
+    Args:
+        flags: The run's ``audit/flags.csv``.
+        farm_ids: Snow-bearing farm ids (:func:`snow_bearing`).
+
+    Returns:
+        Columns variant, seed, farm_id, verdict, flagged, confirmed, prob_change,
+        score_change. Farms with no snow row (not attributed) are left out and counted by the
+        caller.
+    """
+    ids = set(farm_ids)
+    sel = flags[
+        (flags["target"] == "label_farms")
+        & (flags["cue"] == "snow")
+        & flags["target_id"].astype(str).isin(ids)
+    ]
+    verdict = sel["verdict"].astype(str)
+    return pd.DataFrame(
+        {
+            "variant": variant,
+            "seed": seed,
+            "farm_id": sel["target_id"].astype(str),
+            "verdict": verdict,
+            "flagged": verdict.isin(["confirmed", "unconfirmed"]),
+            "confirmed": verdict == "confirmed",
+            "prob_change": pd.to_numeric(sel.get("prob_change"), errors="coerce"),
+            "score_change": pd.to_numeric(sel.get("score_change"), errors="coerce"),
+        }
+    ).reset_index(drop=True)
+
+
+def _mean(values: pd.Series) -> float | None:
+    v = values.dropna()
+    return float(v.mean()) if len(v) else None
+
+
+def summarize(rows: pd.DataFrame, missing: dict[str, int] | None = None) -> dict[str, Any]:
+    """Per variant: seeds, targets, flagged fraction, confirmed fraction, mean changes, pass.
+
+    ``confirmed_fraction`` is the share of targets both flagged and confirmed.
+    """
+    out: dict[str, Any] = {}
+    for variant, grp in rows.groupby("variant", sort=False):
+        n = len(grp)
+        conf = float(grp["confirmed"].mean()) if n else math.nan
+        bound, kind = ACCEPT.get(str(variant), (math.nan, "min"))
+        ok = (conf >= bound) if kind == "min" else (conf <= bound)
+        out[str(variant)] = {
+            "seeds": sorted(int(s) for s in grp["seed"].unique()),
+            "targets": n,
+            "flagged_fraction": float(grp["flagged"].mean()) if n else None,
+            "confirmed_fraction": conf if n else None,
+            "mean_prob_change": _mean(grp["prob_change"]),
+            "mean_score_change": _mean(grp["score_change"]),
+            "per_seed": {
+                int(s): {"targets": len(g), "confirmed_fraction": float(g["confirmed"].mean())}
+                for s, g in grp.groupby("seed")
+            },
+            "acceptance": f"confirmed_fraction {'>=' if kind == 'min' else '<='} {bound}",
+            "accepted": bool(n and ok),
+            "targets_without_attribution": (missing or {}).get(str(variant), 0),
+        }
+    return out
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    """The README table."""
+
+    def pct(v: float | None) -> str:
+        return "–" if v is None or not np.isfinite(v) else f"{100 * v:.0f} %"
+
+    def num(v: float | None) -> str:
+        return "–" if v is None or not np.isfinite(v) else f"{v:+.3f}"
+
+    lines = [
+        "| variant | seeds | snow-bearing farm targets | flagged | flagged + confirmed | "
+        "mean Δ probability | mean Δ score (rel.) | accepted |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for variant, s in summary.items():
+        lines.append(
+            f"| {variant} | {', '.join(map(str, s['seeds']))} | {s['targets']} | "
+            f"{pct(s['flagged_fraction'])} | {pct(s['confirmed_fraction'])} | "
+            f"{num(s['mean_prob_change'])} | {num(s['mean_score_change'])} | "
+            f"{'yes' if s['accepted'] else 'no'} ({s['acceptance']}) |"
+        )
+    return "\n".join(lines)
+
+
+def truth_farms(cfg: RunConfig) -> pd.DataFrame:
+    """The planted farms of the run's demo world."""
+    if cfg.world is None:
+        raise ConfigError(
+            "the shortcut experiment needs demo-world configs (with a world "
+            "section); the planted truth decides what relies on snow"
+        )
+    folder = world_dir(cfg.run.data_root, cfg.world.name)
+    try:
+        from pipeline.demo.truth import load_truth
+    except ImportError:
+        path = folder / "truth" / "farms.gpkg"
+        if not path.is_file():
+            raise MissingArtifactError(
+                "the demo world's truth", path, f"world RUN={cfg.run.name}"
+            ) from None
+        return gpd.read_file(path)
+    return load_truth(folder).farms
+
+
+def run_all_stages(cfg: RunConfig) -> RunPaths:
+    """Build the world if needed, then run every stage (skipping up-to-date ones)."""
+    from pipeline.demo import build_world
+    from pipeline.stages import STAGES, run_stage
+
+    build_world(cfg)
+    for name in STAGE_ORDER:
+        if name in STAGES:
+            run_stage(name, cfg)
+    return RunPaths(cfg.run.data_root, cfg.run.name)
+
+
+def run_experiment(
+    seeds: Sequence[int], variants: Sequence[str], extra: Sequence[str], out: Path | None = None
+) -> dict[str, Any]:
+    """Run every (variant, seed), audit, and write ``experiments/shortcut/summary.json``."""
+    frames: list[pd.DataFrame] = []
+    missing: dict[str, int] = {}
+    data_root: Path | None = None
+    for variant in variants:
+        if variant not in VARIANTS:
+            raise ConfigError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+        base = load_config(VARIANTS[variant], extra)
+        data_root = base.run.data_root
+        for seed in seeds:
+            cfg = load_config(
+                VARIANTS[variant], [*extra, *experiment_overrides(base, variant, seed)]
+            )
+            log.info("shortcut experiment: %s seed %d -> run %s", variant, seed, cfg.run.name)
+            paths = run_all_stages(cfg)
+            farms = snow_bearing(truth_farms(cfg))
+            flags = pd.read_csv(paths.stage_dir("audit") / "flags.csv", dtype={"target_id": str})
+            rows = outcomes(flags, farms, variant=variant, seed=seed)
+            missing[variant] = missing.get(variant, 0) + len(farms - set(rows["farm_id"]))
+            frames.append(rows)
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    summary = summarize(rows, missing)
+    target = out or (data_root or Path("data")) / "experiments" / "shortcut"
+    write_json(target / "summary.json", summary)
+    with (target / "targets.csv").open("w") as fh:
+        rows.to_csv(fh, index=False)
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.experiments.shortcut", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="section.key=value",
+        help="override for every run",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default <data_root>/experiments/shortcut)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        summary = run_experiment(args.seeds, args.variants, args.overrides, args.out)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    print(markdown_table(summary))
+    return 0 if all(s["accepted"] for s in summary.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

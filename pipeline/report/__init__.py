@@ -1,0 +1,1 @@
+"""The analysts' report: self-contained HTML, pictures as data URIs, QGIS styles."""

@@ -1,0 +1,98 @@
+"""Counterfactual: background replacement, and stand-in models that do / do not use snow."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline.attribution.targets import Target
+from pipeline.audit.counterfactual import counterfactual, iou, remove_cue
+
+H = W = 48
+SNOW_DN, SOIL_DN, FARM_DN = 8000.0, 1000.0, 400.0
+
+
+def _scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    img = np.full((3, H, W), SOIL_DN, np.float32)
+    img += np.arange(W, dtype=np.float32)[None, None, :]  # a gentle gradient across
+    farm = np.zeros((H, W), bool)
+    farm[16:32, 4:16] = True
+    snow = np.zeros((H, W), bool)
+    snow[14:34, 20:30] = True
+    img[:, farm] = FARM_DN
+    img[:, snow] = SNOW_DN
+    return img, farm, snow
+
+
+class UsesSnow(nn.Module):
+    """Local darkness says "farm", and a global bright-scene term adds to every pixel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        local = 2.0 - 4.0 * x[:, :1]  # dark pixels (x < 0.5) -> positive logit
+        scene = 6.0 * (x[:, 1:2].mean(dim=(2, 3), keepdim=True) - 1.0)
+        return local + scene
+
+
+class LocalOnly(nn.Module):
+    """A 1x1 rule: the logit at a pixel depends on that pixel only."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2.0 - 4.0 * x[:, :1]
+
+
+def _normalize(a: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(a / 1000.0, dtype=torch.float32)
+
+
+def test_remove_cue_uses_local_background_and_protects_farms() -> None:
+    img, farm, snow = _scene()
+    valid = np.ones((H, W), bool)
+    valid[0, :] = False
+    img[:, 0, :] = 0
+    out = remove_cue(img, snow | farm, valid, farm, radius_px=3)
+    ring_cols = np.r_[17:20, 30:33]  # 3 px either side of the snow's columns 20-29
+    expected = np.median(SOIL_DN + ring_cols)
+    assert np.allclose(out[:, snow], expected, atol=2.0)  # local median, not the patch mean
+    assert np.array_equal(out[:, farm], img[:, farm])  # farms never touched
+    assert np.array_equal(out[:, 0, :], img[:, 0, :])  # nodata never touched
+    assert np.array_equal(out[:, ~snow], img[:, ~snow])
+
+
+def _run(model: nn.Module) -> tuple[float, bool, float]:
+    img, farm, snow = _scene()
+    cf_img = remove_cue(img, snow, np.ones((H, W), bool), farm, radius_px=3)
+    res = counterfactual(
+        model,
+        _normalize,
+        img,
+        cf_img,
+        Target("label_farms", "w1", torch.from_numpy(farm)),
+        threshold=0.5,
+        near_px=3,
+        prob_threshold=0.1,
+        iou_threshold=0.5,
+    )
+    assert res.n_replaced == int(snow.sum())
+    return res.prob_change, res.moved, res.score_change
+
+
+def test_model_relying_on_snow_is_confirmed() -> None:
+    change, moved, score_change = _run(UsesSnow())
+    assert moved and change < -0.3 and score_change < -0.5
+
+
+def test_model_ignoring_snow_is_unconfirmed() -> None:
+    change, moved, score_change = _run(LocalOnly())
+    assert not moved and change == pytest.approx(0.0, abs=1e-6)
+    assert score_change == pytest.approx(0.0, abs=1e-6)
+
+
+def test_iou() -> None:
+    a = np.zeros((4, 4), bool)
+    b = a.copy()
+    assert iou(a, b) == 1.0
+    a[0, :2] = True
+    b[0, 1:3] = True
+    assert iou(a, b) == pytest.approx(1 / 3)

@@ -1,0 +1,66 @@
+"""Pure parts of the shortcut experiment: overrides, targets from the truth, the summary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import load_config
+from pipeline.experiments import shortcut as sc
+
+
+def test_overrides_share_the_world_and_change_the_seed() -> None:
+    base = load_config("configs/demo.yaml")
+    cfgs = [
+        load_config("configs/demo.yaml", sc.experiment_overrides(base, "confounded", s))
+        for s in (0, 2)
+    ]
+    assert [c.run.name for c in cfgs] == ["shortcut-confounded-s0", "shortcut-confounded-s2"]
+    assert [c.run.seed for c in cfgs] == [0, 2]
+    assert cfgs[0].world == cfgs[1].world and cfgs[0].world.seed == base.run.seed
+    assert cfgs[0].split_seed == cfgs[1].split_seed == base.split_seed
+    assert "label_farms" in cfgs[1].attribute.targets
+    assert cfgs[1].audit.counterfactual_scope == "all"
+
+
+def test_targets_and_summary() -> None:
+    truth = pd.DataFrame(
+        {"farm_id": ["w1", "w2", "w3", "w4"], "snow_beside": [True, True, False, np.nan]}
+    )
+    assert sc.snow_bearing(truth) == {"w1", "w2"}
+    flags = pd.DataFrame(
+        {
+            "target": ["label_farms"] * 4 + ["predicted_farms"],
+            "target_id": ["w1", "w2", "w1", "w3", "w1"],
+            "cue": ["snow", "snow", "water", "snow", "snow"],
+            "verdict": ["confirmed", "unconfirmed", "confirmed", "confirmed", "confirmed"],
+            "prob_change": [-0.5, -0.05, 0.0, -0.4, -0.9],
+            "score_change": [-1.0, -0.1, 0, 0, 0],
+        }
+    )
+    conf = sc.outcomes(flags, {"w1", "w2"}, variant="confounded", seed=0)
+    assert sorted(conf["farm_id"]) == ["w1", "w2"]  # snow rows of labelled farms only
+    clean = pd.DataFrame(
+        {
+            "variant": "clean",
+            "seed": [0, 1],
+            "farm_id": ["w1", "w1"],
+            "verdict": "not_flagged",
+            "flagged": False,
+            "confirmed": False,
+            "prob_change": [0.01, -0.01],
+            "score_change": [0.0, 0.0],
+        }
+    )
+    summary = sc.summarize(pd.concat([conf, clean]), {"clean": 1})
+    c = summary["confounded"]
+    assert c["targets"] == 2 and c["flagged_fraction"] == 1.0
+    assert c["confirmed_fraction"] == 0.5 and not c["accepted"]
+    assert c["mean_prob_change"] == pytest.approx(-0.275)
+    k = summary["clean"]
+    assert k["seeds"] == [0, 1] and k["confirmed_fraction"] == 0.0 and k["accepted"]
+    assert k["targets_without_attribution"] == 1
+    table = sc.markdown_table(summary)
+    assert "| confounded | 0 | 2 | 100 % | 50 % | -0.275 |" in table
+    assert "| clean | 0, 1 | 2 | 0 % | 0 % |" in table
