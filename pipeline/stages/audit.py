@@ -440,9 +440,20 @@ def run_counterfactual(
 
 # ------------------------------------------------------------------------- sanity/faithfulness
 def check_cases(
-    cases_src: list[tuple[PatchData, np.ndarray | None]], ma: ModelAccess, crop: int
+    cases_src: list[tuple[PatchData, np.ndarray | None]],
+    ma: ModelAccess,
+    crop: int,
+    *,
+    whole_patch: bool = False,
 ) -> list[san.Case]:
-    """Cropped, normalized inputs with frozen targets for the explanation checks."""
+    """Cropped, normalized inputs with frozen targets for the explanation checks.
+
+    ``whole_patch`` explains the crop's mean logit instead of the farm. The randomization
+    checks need it: for a farm-mask target every gradient map is concentrated on the mask
+    whatever the weights (a re-initialized network's too), so rank correlations stay high and
+    measure the target's footprint, not the model. The crop's mean logit is the analogue of the
+    whole-image class score Adebayo et al. (2018) randomize against.
+    """
     out = []
     for p, tmask in cases_src:
         if p.bands != ma.bands:
@@ -451,7 +462,9 @@ def check_cases(
         win = crop_window(focus, crop)
         x = ma.normalize(p.image[:, win[0], win[1]].astype(np.float32)[None])
         sub = focus[win]
-        if sub.any():
+        if whole_patch:
+            target = patch_target(*sub.shape)
+        elif sub.any():
             target = Target("farm", "", torch.from_numpy(np.ascontiguousarray(sub)))
         else:
             try:
@@ -770,7 +783,11 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
     curves: list[dict[str, Any]] = []
     if ma is not None and a.sanity_patches:
         sanity = run_sanity(
-            check_cases(chosen[: a.sanity_patches], ma, a.sanity_crop), ma, explain, cfg, paths
+            check_cases(chosen[: a.sanity_patches], ma, a.sanity_crop, whole_patch=True),
+            ma,
+            explain,
+            cfg,
+            paths,
         )
     if ma is not None and a.faithfulness_patches:
         faith_rows, curves = run_faithfulness(
