@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -26,6 +27,9 @@ class PredictConfig(Section):
         match_iou: A predicted object matches a label object at this IoU or more.
         device: ``auto`` (the GPU when there is one), ``cpu`` or ``cuda[:N]``.
         expected_epsg: When set, every input raster must be in this CRS.
+        rasters: Extra rasters of any size (a mosaic, a whole 10980 x 10980 scene) with the
+            model's bands, predicted window by window into ``predict/rasters/<stem>_*.tif`` and
+            polygonized into ``<stem>_farms.gpkg``.
     """
 
     window: int = Field(default=256, ge=32)
@@ -37,6 +41,7 @@ class PredictConfig(Section):
     match_iou: float = Field(default=0.5, gt=0, le=1)
     device: str = "auto"
     expected_epsg: int | None = Field(default=None, ge=1024)
+    rasters: tuple[Path, ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> PredictConfig:

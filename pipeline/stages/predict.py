@@ -21,7 +21,7 @@ import pandas as pd
 from rasterio.crs import CRS
 
 from pipeline.config import PredictConfig, RunConfig
-from pipeline.errors import GeoMismatchError
+from pipeline.errors import GeoMismatchError, RasterError
 from pipeline.geo.raster import Grid, read_raster
 from pipeline.io import atomic_path, write_json
 from pipeline.manifest import manifest_digest
@@ -110,6 +110,42 @@ def _round(d: dict[str, Any]) -> dict[str, Any]:
     return {k: round(v, 5) if isinstance(v, float) else v for k, v in d.items()}
 
 
+def predict_scene(
+    src: Path,
+    paths: RunPaths,
+    predictor: Predictor,
+    spec: WindowSpec,
+    threshold: float,
+    expected: CRS | None,
+    tags: dict[str, Any],
+    pcfg: PredictConfig,
+) -> tuple[Path, int]:
+    """Probability, mask and polygons of one extra raster (``predict.rasters``).
+
+    Returns:
+        ``(src, number of predicted farm polygons)``.
+
+    Raises:
+        RasterError: the raster is missing or unreadable (names the config key to fix).
+    """
+    if not src.is_file():
+        raise RasterError(
+            f"predict.rasters lists {src}, which does not exist; fix the path or remove it"
+        )
+    out = paths.stage_dir("predict") / "rasters"
+    prob_path, mask_path = out / f"{src.stem}_probability.tif", out / f"{src.stem}_mask.tif"
+    info = predict_raster(src, prob_path, predictor, spec, expected_crs=expected, tags=tags)
+    threshold_raster(prob_path, mask_path, threshold)
+    prob, grid, _ = read_raster(prob_path)
+    pred = np.nan_to_num(prob[0], nan=0.0) >= threshold
+    polys, _ = mask_to_polygons(
+        pred, grid, patch_id=src.stem, prob=prob[0], min_area_m2=pcfg.min_polygon_area_m2
+    )
+    write_gpkg(_to_wgs84([polys]), out / f"{src.stem}_farms.gpkg", "farms")
+    log.info("predicted %s: %d windows, %d farm polygons", src, info.windows, len(polys))
+    return src, len(polys)
+
+
 def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
     """Predict every patch of the tiles index, polygonize, evaluate."""
     pcfg = cfg.predict
@@ -185,6 +221,11 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
             lost["split"] = record.split
             missed.append(lost)
 
+    scenes = [
+        predict_scene(Path(src), paths, predictor, spec, threshold, expected, tags, pcfg)
+        for src in pcfg.rasters
+    ]
+
     extra = extra_paths(paths)
     farms_4326 = _to_wgs84(farms).rename(columns={"id": "pred_id"})
     write_gpkg(farms_4326, paths.predicted_farms, "farms")
@@ -226,6 +267,7 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         "batch_size_final": predictor.batch_size,
         "oom_halvings": predictor.halvings,
         "model_matches_tiles": metrics["model_matches_tiles"],
+        "rasters": {s.name: n for s, n in scenes},
         "seconds": round(time.perf_counter() - start, 2),
     }
     outputs = [
@@ -234,5 +276,6 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         *extra.values(),
         paths.stage_dir("predict") / "prob",
         paths.stage_dir("predict") / "mask",
+        *([paths.stage_dir("predict") / "rasters"] if scenes else []),
     ]
     return StageOutput(outputs=outputs, summary=summary)

@@ -15,7 +15,7 @@ from model_helpers import make_run
 
 from pipeline.bands import BANDS
 from pipeline.config import RunConfig
-from pipeline.errors import ModelError
+from pipeline.errors import ModelError, RasterError
 from pipeline.geo.raster import read_raster
 from pipeline.manifest import manifest_digest
 from pipeline.model.data import TilesDataModule, read_band_stats, read_tiles_index
@@ -161,3 +161,36 @@ def test_predict_stage_with_auto_threshold(trained) -> None:
         "model (no validation positives)",
     )
     assert json.loads(paths.metrics.read_text())["threshold"] == manifest.summary["threshold"]
+
+
+def test_predict_stage_covers_extra_rasters_of_any_size(trained, tmp_path: Path) -> None:
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from pipeline.geo.raster import Grid, write_cog
+
+    cfg, paths, _ = trained
+    rng = np.random.default_rng(3)
+    scene = np.clip(rng.normal(1500, 200, (len(BANDS), 150, 210)), 1, 10000).astype(np.uint16)
+    grid = Grid(
+        CRS.from_epsg(32618), Affine(10.0, 0.0, 450_000.0, 0.0, -10.0, 4_170_000.0), 150, 210
+    )
+    src = write_cog(tmp_path / "mosaic.tif", scene, grid, band_names=BANDS, nodata=0)
+    with_scene = cfg.model_copy(
+        update={"predict": cfg.predict.model_copy(update={"rasters": (src,)})}
+    )
+    manifest = run_stage("predict", with_scene)
+    assert set(manifest.summary["rasters"]) == {"mosaic.tif"}
+    out = paths.stage_dir("predict") / "rasters"
+    with rasterio.open(out / "mosaic_probability.tif") as prob:
+        assert (prob.crs, prob.transform, prob.shape) == (grid.crs, grid.transform, grid.shape)
+        values = prob.read(1)
+    assert np.isfinite(values).all() and ((values >= 0) & (values <= 1)).all()
+    with rasterio.open(out / "mosaic_mask.tif") as mask:
+        assert mask.shape == grid.shape
+    assert (out / "mosaic_farms.gpkg").is_file()
+    missing = cfg.model_copy(
+        update={"predict": cfg.predict.model_copy(update={"rasters": (tmp_path / "no.tif",)})}
+    )
+    with pytest.raises(RasterError, match=r"predict\.rasters lists"):
+        run_stage("predict", missing, force=True)
