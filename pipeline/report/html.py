@@ -194,6 +194,25 @@ def _summary(data: ReportData) -> str:
     )
 
 
+#: Verdicts from most to least alarming (the order of the flag table).
+SEVERITY = ("confirmed", "unconfirmed", "not_flagged", "cue_absent", "not_computable")
+
+
+def by_severity(flags: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flag rows, confirmed first, then by enrichment (highest first) within a verdict."""
+
+    def key(row: dict[str, Any]) -> tuple[int, float]:
+        verdict = str(row.get("verdict"))
+        rank = SEVERITY.index(verdict) if verdict in SEVERITY else len(SEVERITY)
+        try:
+            enrichment = float(row.get("enrichment") or 0.0)
+        except (TypeError, ValueError):
+            enrichment = 0.0
+        return rank, -(enrichment if math.isfinite(enrichment) else 0.0)
+
+    return sorted(flags, key=key)
+
+
 def _flags(data: ReportData) -> str:
     cols = [
         "target",
@@ -225,9 +244,13 @@ def _flags(data: ReportData) -> str:
         '<section id="flags"><h2>Flags per farm</h2>'
         '<p class="note">Enrichment: the cue\'s share of positive attribution outside the '
         "farms and their buffer divided by its share of that area (1 = no preference). "
-        "Verdicts: <i>confirmed</i> means removing the cue moved the prediction.</p>"
+        "Verdicts: <i>confirmed</i> means removing the cue moved the prediction. Most alarming "
+        "first.</p>"
         + table(
-            data.flags, cols, table_id="flags-table", left=["target", "target_id", "cue", "method"]
+            by_severity(data.flags),
+            cols,
+            table_id="flags-table",
+            left=["target", "target_id", "cue", "method"],
         )
         + "<h3>Per run (pooled over patches, bootstrap CI across patches)</h3>"
         + table(

@@ -43,7 +43,10 @@ def _png(rgb: np.ndarray, size: int) -> bytes:
 
 
 def rgb_composite(image: np.ndarray, bands: Sequence[str]) -> np.ndarray:
-    """``(H, W, 3)`` uint8 true colour (B04, B03, B02) with a 2-98 % stretch per patch.
+    """``(H, W, 3)`` uint8 true colour (B04, B03, B02), each band stretched 2-98 % per patch.
+
+    A stretch per band removes the haze that lifts blue in top-of-atmosphere-like scenes (one
+    joint stretch tints everything purple).
 
     Args:
         image: ``(C, H, W)`` stored DN; 0 is nodata (shown black).
@@ -57,11 +60,11 @@ def rgb_composite(image: np.ndarray, bands: Sequence[str]) -> np.ndarray:
             chans.append(np.full(image.shape[1:], np.nan, np.float32))
     stack = np.stack(chans, axis=-1)
     valid = np.isfinite(stack) & (stack > 0)
-    if valid.any():
-        lo, hi = np.percentile(stack[valid], [2, 98])
-    else:
-        lo, hi = 0.0, 1.0
-    out = np.clip((stack - lo) / max(hi - lo, 1e-6), 0, 1) * 255
+    out = np.zeros_like(stack)
+    for i in range(3):
+        ok = valid[..., i]
+        lo, hi = np.percentile(stack[..., i][ok], [2, 98]) if ok.any() else (0.0, 1.0)
+        out[..., i] = np.clip((stack[..., i] - lo) / max(hi - lo, 1e-6), 0, 1) * 255
     out[~valid] = 0
     out[np.isnan(stack).all(axis=-1)] = 128
     return out.astype(np.uint8)

@@ -24,7 +24,7 @@ from pipeline.geo.raster import read_raster
 from pipeline.io import write_text
 from pipeline.paths import RunPaths
 from pipeline.report import images as img
-from pipeline.report.html import Card, Figure, ReportData, render
+from pipeline.report.html import SEVERITY, Card, Figure, ReportData, render
 from pipeline.report.qml import attribution_qml, flags_qml
 from pipeline.stages.audit import FARM_TARGETS, load_patch, read_farm_polygons, target_mask
 from pipeline.stages.base import StageOutput
@@ -32,7 +32,7 @@ from pipeline.stages.base import StageOutput
 log = logging.getLogger(__name__)
 
 #: Verdicts from most to least alarming (a card shows its most alarming cue).
-VERDICT_RANK = ("confirmed", "unconfirmed", "not_flagged", "cue_absent", "not_computable")
+VERDICT_RANK = SEVERITY
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
