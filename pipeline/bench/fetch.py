@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import geopandas as gpd
 import numpy as np
 import rasterio
 import rasterio.shutil
@@ -37,10 +36,12 @@ from shapely.geometry import box, mapping
 
 from pipeline.bands import BANDS, EARTH_SEARCH_ASSET, NATIVE_GSD
 from pipeline.config import RunConfig
+from pipeline.geo.plan import PlannedPatch, PlanParams, plan_frame, plan_row
 from pipeline.paths import RunPaths
 from pipeline.stac.loopback import spawn_server
 
 EPSG = 32618
+PARAMS = PlanParams()  # 256 x 256 patches at 10 m
 
 
 def _to_lonlat(geom: Any, to_ll: Transformer) -> Any:
@@ -176,7 +177,6 @@ def main(
                     }
                 },
             )
-            to_ll = Transformer.from_crs(EPSG, 4326, always_xy=True)
             rows, min_bytes, tiles = [], 0, {}
             for i in range(n_patches):
                 # random 10 m-aligned corners: windows straddle tile edges as real plans do
@@ -187,19 +187,7 @@ def main(
                     for key, size in touched_tiles(files / f"{b}.tif", bounds).items():
                         min_bytes += size
                         tiles[(b, *key)] = size
-                rows.append(
-                    {
-                        "patch_id": f"p{i:05d}",
-                        "epsg": EPSG,
-                        "x0": x0,
-                        "y0": y0,
-                        "size": 256,
-                        "gsd": 10.0,
-                        "kind": "negative",
-                        "farm_ids": "[]",
-                        "geometry": _to_lonlat(box(*bounds), to_ll),
-                    }
-                )
+                rows.append(plan_row(f"p{i:05d}", PlannedPatch(EPSG, x0, y0, "negative"), PARAMS))
             cfg = RunConfig.model_validate(
                 {
                     "run": {"name": "bench", "data_root": str(tmp / "data")},
@@ -217,7 +205,7 @@ def main(
             )
             paths = RunPaths(cfg.run.data_root, cfg.run.name)
             paths.plan.parent.mkdir(parents=True, exist_ok=True)
-            gpd.GeoDataFrame(rows, crs=4326).to_file(paths.plan, layer="plan", driver="GPKG")
+            plan_frame(rows).to_file(paths.plan, layer="plan", driver="GPKG")
             server.control(reset=True)
             start, cpu0 = time.perf_counter(), time.process_time()
             out = fetch.run(cfg, paths)

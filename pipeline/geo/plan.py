@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -94,6 +95,44 @@ def footprint_lonlat(p: PlannedPatch, params: PlanParams) -> BaseGeometry:
     """The patch footprint in EPSG:4326 (edges densified, so it is a slightly bent square)."""
     square = shapely.segmentize(footprint(p.epsg, p.x0, p.y0, params), params.extent / 8)
     return to_epsg(square, 4326, src=p.epsg, max_segment_deg=0)
+
+
+def plan_row(
+    patch_id: str, p: PlannedPatch, params: PlanParams, farm_ids: Sequence[str] = ()
+) -> dict[str, Any]:
+    """One row of ``plan.gpkg``: the contract the fetch and tiles stages read."""
+    return {
+        "patch_id": patch_id,
+        "epsg": p.epsg,
+        "x0": p.x0,
+        "y0": p.y0,
+        "size": params.size,
+        "gsd": params.gsd,
+        "kind": p.kind,
+        "farm_ids": json.dumps(list(farm_ids)),
+        "hard": p.hard,
+        "block_m": params.block_m or 0.0,
+        "geometry": footprint_lonlat(p, params),
+    }
+
+
+def plan_frame(rows: Iterable[dict[str, Any]]) -> gpd.GeoDataFrame:
+    """Plan rows (:func:`plan_row`) as a typed EPSG:4326 GeoDataFrame, columns in order."""
+    df = pd.DataFrame(list(rows), columns=[*PLAN_COLUMNS, "geometry"]).astype(
+        {
+            "patch_id": str,
+            "epsg": "int64",
+            "x0": "float64",
+            "y0": "float64",
+            "size": "int64",
+            "gsd": "float64",
+            "kind": str,
+            "farm_ids": str,
+            "hard": bool,
+            "block_m": "float64",
+        }
+    )
+    return gpd.GeoDataFrame(df, geometry="geometry", crs="EPSG:4326")
 
 
 def snap(value: float, gsd: float, up: bool = False) -> float:
@@ -461,38 +500,9 @@ def plan_patches(
     wanted = round(params.negatives_per_positive * len(positives))
     negatives, draws = negative_patches(wanted, zones, params, rng, hard)
     patches = [*positives, *hard, *negatives]
-    rows = []
-    for k, p in enumerate(patches):
-        rows.append(
-            {
-                "patch_id": f"p{k:05d}",
-                "epsg": p.epsg,
-                "x0": p.x0,
-                "y0": p.y0,
-                "size": params.size,
-                "gsd": params.gsd,
-                "kind": p.kind,
-                "farm_ids": json.dumps(zones.farm_ids(p, params)),
-                "hard": p.hard,
-                "block_m": params.block_m or 0.0,
-                "geometry": footprint_lonlat(p, params),
-            }
-        )
-    df = pd.DataFrame(rows, columns=[*PLAN_COLUMNS, "geometry"]).astype(
-        {
-            "patch_id": str,
-            "epsg": "int64",
-            "x0": "float64",
-            "y0": "float64",
-            "size": "int64",
-            "gsd": "float64",
-            "kind": str,
-            "farm_ids": str,
-            "hard": bool,
-            "block_m": "float64",
-        }
+    gdf = plan_frame(
+        plan_row(f"p{k:05d}", p, params, zones.farm_ids(p, params)) for k, p in enumerate(patches)
     )
-    gdf = gpd.GeoDataFrame(df, geometry="geometry", crs="EPSG:4326")
     covered = _uncovered_farms(farms, gdf[gdf["kind"] == "positive"])
     counts: dict[str, int | float] = {
         "positives": len(positives),

@@ -33,6 +33,7 @@ from shapely.geometry import box, mapping
 
 from pipeline.bands import BANDS, EARTH_SEARCH_ASSET, NATIVE_GSD
 from pipeline.config import RunConfig
+from pipeline.geo.plan import PlannedPatch, PlanParams, plan_frame, plan_row
 from pipeline.geo.raster import Grid, write_cog
 from pipeline.paths import RunPaths
 from pipeline.stac.loopback import ServerProcess, spawn_server
@@ -250,24 +251,12 @@ def collection_doc(cid: str) -> dict[str, Any]:
 
 def write_plan(path: Path, patches: list[tuple[str, float, float]]) -> Path:
     """A plan.gpkg with 256 x 256 10 m patches at the given upper-left corners."""
-    rows = []
-    for pid, x0, y0 in patches:
-        poly = to_lonlat(box(x0, y0 - 2560, x0 + 2560, y0))
-        rows.append(
-            {
-                "patch_id": pid,
-                "epsg": EPSG,
-                "x0": x0,
-                "y0": y0,
-                "size": 256,
-                "gsd": 10.0,
-                "kind": "negative",
-                "farm_ids": "[]",
-                "geometry": poly,
-            }
-        )
+    frame = plan_frame(
+        plan_row(pid, PlannedPatch(EPSG, x0, y0, "negative"), PlanParams())
+        for pid, x0, y0 in patches
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    gpd.GeoDataFrame(rows, crs=4326).to_file(path, layer="plan", driver="GPKG")
+    frame.to_file(path, layer="plan", driver="GPKG")
     return path
 
 
