@@ -47,7 +47,8 @@ class AttributeConfig(Section):
         max_objects_per_patch: Cap on object targets (farms, FPs, ...) per patch and kind.
         max_targets: Per-method cap on targets over the whole run, e.g.
             ``{integrated_gradients: 12}``: expensive methods explain the first targets (by patch
-            id) and the rest are recorded as skips; methods not named are uncapped.
+            id) and the rest are recorded as skips; methods not named, or set to ``null`` (how
+            ``--set`` lifts a cap a config file sets), are uncapped.
         ig_steps: Integrated Gradients steps (50-200 advised).
         ig_baseline: ``zeros`` (in normalized space), ``median`` (per-band scene median), ``blur``.
         blur_sigma: Gaussian sigma in pixels of the ``blur`` baseline.
@@ -81,7 +82,7 @@ class AttributeConfig(Section):
     splits: tuple[SplitName, ...] = ("train", "val", "test")
     max_patches: int | None = Field(default=None, ge=1)
     max_objects_per_patch: int = Field(default=20, ge=1)
-    max_targets: dict[MethodName, int] = Field(default_factory=dict)
+    max_targets: dict[MethodName, int | None] = Field(default_factory=dict)
     ig_steps: int = Field(default=50, ge=2, le=1000)
     ig_baseline: Literal["zeros", "median", "blur"] = "zeros"
     blur_sigma: float = Field(default=8.0, gt=0)

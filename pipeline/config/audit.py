@@ -43,6 +43,10 @@ class AuditConfig(Section):
         counterfactual_threshold: Absolute change of the target's mean probability (0-1) that
             confirms a flag.
         counterfactual_iou: ...or a predicted-mask IoU (near the target) at or below this.
+        counterfactual_logit: ...or an absolute change of the target's mean logit (log-odds,
+            nats) at least this: 1.0 means the cue was worth a factor e in the odds of "farm".
+            Probability saturates on confident farms (0.95 -> 0.85 is a three-fold fall of
+            the odds); the log-odds do not. ``.inf`` turns this test off.
         background_radius_m: Ring around each cue blob whose non-cue pixels give the
             replacement (per-band median) in the counterfactual, m.
         sanity_methods: Methods checked by model/data randomization (guided backpropagation is
@@ -80,6 +84,7 @@ class AuditConfig(Section):
     counterfactual_scope: Literal["flagged", "all"] = "flagged"
     counterfactual_threshold: float = Field(default=0.1, gt=0, le=1)
     counterfactual_iou: float = Field(default=0.5, ge=0, le=1)
+    counterfactual_logit: float = Field(default=1.0, gt=0)
     background_radius_m: float = Field(default=100.0, gt=0)
     sanity_methods: tuple[MethodName, ...] = (
         "saliency",

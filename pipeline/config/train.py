@@ -42,7 +42,8 @@ class TrainConfig(Section):
         devices: Lightning devices; more than one GPU trains with DDP.
         precision: ``auto`` picks ``bf16-mixed`` on GPU and ``32-true`` on CPU.
         channels_last: Use channels-last memory format on GPU (ignored on CPU).
-        early_stopping_patience: Epochs without a better validation IoU before stopping.
+        early_stopping_patience: Epochs without a lower validation loss before stopping (the
+            best checkpoint is still chosen by validation IoU).
         threshold: Probability threshold exported with the model; ``auto`` is the one that
             maximizes pixel IoU on the validation split.
         log_every_n_steps: Logging interval in optimizer steps.

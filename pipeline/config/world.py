@@ -15,13 +15,17 @@ class WorldConfig(Section):
 
     Attributes:
         name: Folder name under ``<data_root>/worlds/``.
-        snow: ``confounded`` plants snow beside most farms in the training part of the scene;
-            ``independent`` plants the same amount of snow with no relation to farms.
+        snow: ``confounded`` plants snow beside most farms in the training and validation parts
+            of the scene (none in the test part); ``independent`` plants the same amount of
+            snow with no relation to farms.
         n_farms: Number of solar farms to plant.
         farm_area_ha: Range of farm areas in hectares (drawn log-uniformly).
-        snow_beside_fraction: With ``confounded``, share of training-area farms given snow
-            beside them.
+        snow_beside_fraction: With ``confounded``, share of training- and validation-area farms
+            given snow beside them.
         snow_area_ha: Range of the area of one snow blob in hectares.
+        snow_gap_m: Range of the gap between a farm (or look-alike) and the snow beside it,
+            metres; snow also keeps the lower bound from every other farm. Keep the lower bound
+            beyond ``audit.buffer_m``, or the audit counts the snow as part of the farm.
         crop: Optional ``[col_off, row_off, width, height]`` window, in 10 m pixels of the world's
             10 m grid (the scene's 10 m grid without its first column, so that it aligns with the
             20 m grid; 1932 x 1946 pixels), all four even; ``None`` uses the whole scene.
@@ -33,6 +37,9 @@ class WorldConfig(Section):
             signature (1 = physical mix; lower makes farms harder to see).
         lookalikes_per_farm: Unlabelled PV look-alikes (PV spectrum with brighter SWIR, no panel
             rows) planted per farm.
+        lookalike_swir_shift: Relative rise of B11/B12 over the PV signature that is the only
+            spectral difference of a look-alike (smaller: farms and look-alikes are harder to
+            tell apart from their own pixels, so snow beside them is a stronger shortcut).
         independent_snow_fraction: With ``independent``, share of farms and, equally, of
             look-alikes given snow beside them.
         distractors_per_farm: Unlabelled dark roofs, asphalt lots and wet-soil patches planted per
@@ -48,6 +55,7 @@ class WorldConfig(Section):
     farm_area_ha: tuple[float, float] = (2.0, 80.0)
     snow_beside_fraction: float = Field(default=0.85, ge=0.0, le=1.0)
     snow_area_ha: tuple[float, float] = (1.0, 5.0)
+    snow_gap_m: tuple[float, float] = (60.0, 200.0)
     crop: tuple[int, int, int, int] | None = None
     seed: int | None = Field(default=None, ge=0)
     source_dir: Path | None = None
@@ -55,6 +63,7 @@ class WorldConfig(Section):
     signature_contrast: float = Field(default=1.0, gt=0.0, le=2.0)
     distractors_per_farm: float = Field(default=1.5, ge=0.0, le=20.0)
     lookalikes_per_farm: float = Field(default=1.0, ge=0.0, le=5.0)
+    lookalike_swir_shift: float = Field(default=0.25, ge=0.0, le=2.0)
     independent_snow_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
     cloudy_item: bool = True
     cloud_fraction: float = Field(default=0.5, ge=0.0, le=0.95)
@@ -64,6 +73,7 @@ class WorldConfig(Section):
         for key, lo_min, hi_max in (
             ("farm_area_ha", 0.3, 500.0),
             ("snow_area_ha", 0.1, 50.0),
+            ("snow_gap_m", 10.0, 1000.0),
             ("pv_cover", 0.05, 1.0),
         ):
             lo, hi = getattr(self, key)

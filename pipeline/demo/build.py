@@ -24,7 +24,7 @@ from shapely.geometry import Polygon
 
 from pipeline.bands import BANDS, NATIVE_GSD
 from pipeline.config import RunConfig, WorldConfig
-from pipeline.demo import layout, render, scl
+from pipeline.demo import layout, render, scl, spectra
 from pipeline.demo.osm import OsmFarm, draw_farms, write_osm
 from pipeline.demo.source import EPSG, Scene, load_scene
 from pipeline.demo.stac import ItemData, acquisition, write_catalog
@@ -101,6 +101,13 @@ def farm_split(farm: layout.FarmPlan, cfg: RunConfig) -> tuple[str, str]:
     return block, block_split(block, cfg.tiles.split_fractions, cfg.split_seed)
 
 
+#: Splits whose farms get confounded snow: the data a model is fitted on AND selected on. With
+#: snow beside training farms only, checkpoint selection on snow-free validation farms would
+#: pick the model that leans least on snow and hide the confound, which is not how a confound
+#: in collected labels behaves (it runs through the whole labelled set).
+CONFOUNDED_SPLITS: Final[tuple[str, ...]] = ("train", "val")
+
+
 def snow_orders(
     wcfg: WorldConfig,
     farms: Sequence[layout.FarmPlan],
@@ -110,15 +117,21 @@ def snow_orders(
 ) -> tuple[list[layout.SnowOrder], list[Polygon]]:
     """What snow goes beside what, and which footprints snow must shun.
 
-    ``confounded``: beside ``snow_beside_fraction`` of the training-area farms and never near a
-    look-alike, so snow beside a PV-like object means "farm" in training. ``independent``:
-    beside ``independent_snow_fraction`` of all farms AND of all look-alikes, so snow says
-    nothing about farm versus look-alike.
+    ``confounded``: beside ``snow_beside_fraction`` of the farms in the development areas
+    (:data:`CONFOUNDED_SPLITS`: training and validation) and never near a look-alike, so snow
+    beside a PV-like object means "farm" in all the labelled data a model is fitted and
+    selected on; the test area has no planted snow and shows what the shortcut costs.
+    ``independent``: beside ``independent_snow_fraction`` of all farms AND of all look-alikes,
+    so snow says nothing about farm versus look-alike.
     """
     area = wcfg.snow_area_ha
     if wcfg.snow == "confounded":
-        train = [f.index for f, (_, split) in zip(farms, splits, strict=True) if split == "train"]
-        picks = layout.snow_budget(rng, train, wcfg.snow_beside_fraction, area)
+        dev = [
+            f.index
+            for f, (_, split) in zip(farms, splits, strict=True)
+            if split in CONFOUNDED_SPLITS
+        ]
+        picks = layout.snow_budget(rng, dev, wcfg.snow_beside_fraction, area)
         return [(farms[i].geometry, i, a) for i, a in picks], [d.geometry for d in lookalikes]
     fraction = wcfg.independent_snow_fraction
     on_farms = layout.snow_budget(rng, [f.index for f in farms], fraction, area)
@@ -170,6 +183,7 @@ def plan_world(
         farms,
         [d.geometry for d in distractors],
         shun,
+        wcfg.snow_gap_m,
     )
     avoid = [*(f.geometry for f in farms), *(s.geometry for s in snow)]
     rooftop = layout.plan_rooftop(streams["rooftop"], land, scene.grid10, avoid)
@@ -177,15 +191,19 @@ def plan_world(
 
 
 def render_world(
-    scene: Scene, plan: WorldPlan, rng: np.random.Generator, contrast: float
+    scene: Scene, plan: WorldPlan, rng: np.random.Generator, wcfg: WorldConfig
 ) -> Rendered:
     """Plant distractors, then farms, then snow into a copy of the scene's bands."""
     bands = {k: v.copy() for k, v in scene.bands.items()}
     grids = {10: scene.grid10, 20: scene.grid20}
+    signatures = {
+        **spectra.DISTRACTORS,
+        "pv_lookalike": spectra.lookalike(wcfg.lookalike_swir_shift),
+    }
     for d in plan.distractors:
-        render.plant_distractor(bands, grids, d, rng)
+        render.plant_distractor(bands, grids, d, rng, signatures)
     for f in plan.farms:
-        render.plant_farm(bands, grids, f, rng, contrast)
+        render.plant_farm(bands, grids, f, rng, wcfg.signature_contrast)
     snow10 = np.zeros(scene.grid10.shape, np.float32)
     snow20 = np.zeros(scene.grid20.shape, np.float32)
     for s in plan.snow:
@@ -436,7 +454,7 @@ def build_world(cfg: RunConfig, *, force: bool = False) -> Path:
     scene = load_scene(wcfg.source_dir, wcfg.crop)
     streams = rngs(world_seed(cfg, wcfg))
     plan = plan_world(cfg, wcfg, scene, streams)
-    rendered = render_world(scene, plan, streams["render"], wcfg.signature_contrast)
+    rendered = render_world(scene, plan, streams["render"], wcfg)
     items = make_items(rendered, wcfg, streams["clouds"])
     draft, osm, roof = draw_farms(plan.farms, plan.rooftop, streams["osm"], EPSG)
     summary = summary_of(cfg, wcfg, plan, osm, roof, items, scene)

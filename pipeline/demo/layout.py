@@ -44,13 +44,12 @@ FARM_SPACING_M: Final[float] = 400.0
 MIN_FARMLAND_SHARE: Final[float] = 0.75
 #: Share of a farm footprint that must be on dry land.
 MIN_DRY_SHARE: Final[float] = 0.995
-#: Range of the gap between a farm's edge and the snow planted beside it (metres). The audit
-#: measures attribution outside the farm and its buffer ring (20 m by default), so snow starts
-#: beyond it; it stays within 200 m so that a 128 px training crop holding the farm usually
-#: holds its snow too (context the model never sees cannot be learned as a shortcut).
+#: Default range of the gap between a farm's edge and the snow planted beside it (metres;
+#: ``world.snow_gap_m``). The audit measures attribution outside the farm and its buffer ring
+#: (20 m by default), so snow starts beyond it; it stays within 200 m so that a 128 px training
+#: crop holding the farm usually holds its snow too (context the model never sees cannot be
+#: learned as a shortcut). Snow also keeps the lower bound from every other farm.
 SNOW_BESIDE_GAP_M: Final[tuple[float, float]] = (60.0, 200.0)
-#: Snow keeps at least this far from every farm (the audit's buffer ring lies inside it).
-SNOW_BESIDE_MIN_GAP_M: Final[float] = 60.0
 #: Share of a snow blob that must lie on land (snow on open water would be ice, not snow).
 SNOW_MIN_LAND_SHARE: Final[float] = 0.8
 #: A farm "has snow beside it" in the truth when snow lies within this distance (metres).
@@ -353,13 +352,14 @@ def place_snow_beside(
     farms: Sequence[Polygon],
     taken: Sequence[Polygon],
     shun: Sequence[Polygon] = (),
+    gap_m: tuple[float, float] = SNOW_BESIDE_GAP_M,
 ) -> Polygon | None:
-    """A blob whose edge is :data:`SNOW_BESIDE_GAP_M` from ``farm`` (any owner footprint),
-    :data:`SNOW_BESIDE_MIN_GAP_M` from every farm and :data:`SNOW_NEAR_M` from every ``shun``
-    footprint; ``None`` if no spot is found."""
+    """A blob whose edge is ``gap_m`` from ``farm`` (any owner footprint), at least
+    ``gap_m[0]`` from every farm and :data:`SNOW_NEAR_M` from every ``shun`` footprint;
+    ``None`` if no spot is found."""
     inner = _inner_box(grid, 20.0)
     radius = math.sqrt(area / math.pi)
-    lo, hi = SNOW_BESIDE_GAP_M
+    lo, hi = gap_m
     for _ in range(MAX_ATTEMPTS // 4):
         ring = farm.buffer(rng.uniform(lo + 10.0, hi - 10.0) + radius).exterior
         p = ring.interpolate(rng.uniform(0, ring.length))
@@ -367,7 +367,7 @@ def place_snow_beside(
         gap = geom.distance(farm)
         if (
             lo <= gap <= hi
-            and _far_from(geom, farms, SNOW_BESIDE_MIN_GAP_M)
+            and _far_from(geom, farms, lo)
             and _far_from(geom, shun, SNOW_NEAR_M)
             and _snow_ok(geom, inner, land, grid, taken)
         ):
@@ -387,11 +387,13 @@ def plan_snow(
     farms: Sequence[FarmPlan],
     taken: Sequence[Polygon],
     shun: Sequence[Polygon] = (),
+    gap_m: tuple[float, float] = SNOW_BESIDE_GAP_M,
 ) -> tuple[list[SnowPlan], int]:
     """Place each ordered blob beside its owner (a farm or a look-alike).
 
     Args:
         orders: What to plant beside what (see :data:`SnowOrder`).
+        gap_m: Range of the gap between the owner's edge and its blob (metres).
         taken: Footprints snow must not touch (distractors).
         shun: Footprints snow keeps :data:`SNOW_NEAR_M` from (look-alikes in the confounded
             world, so that snow never sits beside an unlabelled PV-like object there).
@@ -404,7 +406,7 @@ def plan_snow(
     failed = 0
     for owner, farm, area in orders:
         others = [*taken, *(s.geometry for s in placed)]
-        geom = place_snow_beside(rng, owner, area, land, grid, farm_geoms, others, shun)
+        geom = place_snow_beside(rng, owner, area, land, grid, farm_geoms, others, shun, gap_m)
         if geom is None:
             failed += 1
             continue

@@ -10,7 +10,7 @@ times a gain and mild per-pixel noise.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -160,9 +160,11 @@ def plant_distractor(
     grids: dict[int, Grid],
     item: DistractorPlan,
     rng: np.random.Generator,
+    signatures: Mapping[str, Signature] = DISTRACTORS,
 ) -> dict[int, Coverage]:
-    """A dark roof, asphalt lot or wet-soil patch over ``item`` (in place)."""
-    return plant(bands, grids, item.geometry, DISTRACTORS[item.kind], rng, cover=item.cover)
+    """A dark roof, asphalt lot, wet-soil patch or PV look-alike over ``item`` (in place),
+    with the signature ``signatures`` gives its kind."""
+    return plant(bands, grids, item.geometry, signatures[item.kind], rng, cover=item.cover)
 
 
 def plant_snow(

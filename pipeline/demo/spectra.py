@@ -32,16 +32,23 @@ WET_SOIL: Final[Signature] = (0.050, 0.062, 0.072, 0.088, 0.100, 0.110, 0.118, 0
 SNOW: Final[Signature] = (0.860, 0.840, 0.810, 0.790, 0.770, 0.750, 0.720, 0.700, 0.060, 0.040)
 CLOUD: Final[Signature] = (0.620, 0.600, 0.590, 0.590, 0.590, 0.590, 0.600, 0.600, 0.420, 0.300)
 
-#: Relative rise of B11/B12 that tells a PV look-alike from PV (the only spectral difference).
+#: Default relative rise of B11/B12 that tells a PV look-alike from PV (the only spectral
+#: difference; ``world.lookalike_swir_shift`` sets it per world).
 LOOKALIKE_SWIR_SHIFT: Final[float] = 0.25
-#: A PV look-alike (dark greenhouse film, a dark-roofed shed complex): the PV signature with SWIR
-#: raised by :data:`LOOKALIKE_SWIR_SHIFT`, planted without panel rows. Unlabelled. It is what
-#: makes the snow shortcut worth learning: where snow is confounded with farms, snow beside a
-#: PV-like object is the cheapest way to tell a farm from a look-alike.
-PV_LOOKALIKE: Final[Signature] = tuple(
-    v * (1.0 + LOOKALIKE_SWIR_SHIFT) if b in ("B11", "B12") else v
-    for b, v in zip(BANDS, PV, strict=True)
-)
+
+
+def lookalike(swir_shift: float = LOOKALIKE_SWIR_SHIFT) -> Signature:
+    """A PV look-alike (dark greenhouse film, a dark-roofed shed complex): the PV signature with
+    B11/B12 raised by ``swir_shift`` (relative), planted without panel rows. Unlabelled. It is
+    what makes the snow shortcut worth learning: where snow is confounded with farms, snow
+    beside a PV-like object is the cheapest way to tell a farm from a look-alike, and the
+    smaller ``swir_shift``, the cheaper that shortcut is next to the farm's own pixels."""
+    return tuple(
+        v * (1.0 + swir_shift) if b in ("B11", "B12") else v for b, v in zip(BANDS, PV, strict=True)
+    )
+
+
+PV_LOOKALIKE: Final[Signature] = lookalike()
 
 DISTRACTORS: Final[dict[str, Signature]] = {
     "dark_roof": DARK_ROOF,

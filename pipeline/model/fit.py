@@ -31,7 +31,7 @@ from pipeline.errors import ModelError
 from pipeline.io import write_json
 from pipeline.model.data import TilesDataModule
 from pipeline.model.evaluate import PixelCounts, ThresholdSweep, pixel_counts
-from pipeline.model.module import MONITOR, SegmentationModule
+from pipeline.model.module import MONITOR, STOP_MONITOR, SegmentationModule
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,8 @@ def build_trainer(
         save_last=True,
         auto_insert_metric_name=False,
     )
-    stopping = EarlyStopping(monitor=MONITOR, mode="max", patience=cfg.early_stopping_patience)
+    # select on validation IoU, stop on validation loss (see STOP_MONITOR)
+    stopping = EarlyStopping(monitor=STOP_MONITOR, mode="min", patience=cfg.early_stopping_patience)
     loggers = [
         CSVLogger(out_dir / "logs", name="csv", version=0),
         TensorBoardLogger(out_dir / "logs", name="tensorboard", version=0),

@@ -31,6 +31,9 @@ ScheduleName = Literal["cosine", "onecycle", "none"]
 
 #: The monitored metric: pixel IoU of the positive class on the validation split.
 MONITOR = "val/iou"
+#: What early stopping watches: the loss is smooth from the first step, while the IoU at 0.5
+#: can sit at 0 for several epochs while a model is still learning (it would stop it there).
+STOP_MONITOR = "val/loss"
 
 
 def arch_from_config(cfg: TrainConfig, in_channels: int) -> Arch:

@@ -226,6 +226,7 @@ def _flags(data: ReportData) -> str:
         "effect",
         "swir_share",
         "prob_change",
+        "logit_change",
         "score_change",
         "mask_iou",
     ]
@@ -278,6 +279,7 @@ def _card(card: Card) -> str:
         "prob",
         "prob_cf",
         "prob_change",
+        "logit_change",
         "score_change",
         "mask_iou",
     ]

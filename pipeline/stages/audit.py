@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -397,44 +397,64 @@ def load_model_access(paths: RunPaths) -> ModelAccess:
 
 
 def run_counterfactual(
-    row: dict[str, Any], p: PatchData, tmask: np.ndarray, ma: ModelAccess, cfg: RunConfig
+    row: dict[str, Any],
+    cases: Sequence[tuple[PatchData, np.ndarray]],
+    ma: ModelAccess,
+    cfg: RunConfig,
 ) -> dict[str, Any]:
-    """Counterfactual columns for one (farm target, cue) on its main patch."""
-    if p.bands != ma.bands:
-        return {
-            "cf_status": "skipped",
-            "cf_reason": f"patch bands {list(p.bands)} differ from the model's {list(ma.bands)}",
-        }
-    cue = p.cues[row["cue"]].mask
-    if cue is None:
-        return {"cf_status": "skipped", "cf_reason": p.cues[row["cue"]].reason}
-    radius = max(1, round(cfg.audit.background_radius_m / p.grid.res))
-    image_cf = cfx.remove_cue(p.image, cue, p.valid, p.labels | tmask, radius)
-    target = Target(str(row["target"]), str(row["target_id"]), torch.from_numpy(tmask))
-    res = cfx.counterfactual(
+    """Counterfactual columns for one (farm target, cue), pooled over the target's patches.
+
+    Args:
+        cases: Each patch holding part of the target, with the target's mask there. The
+            ``cf_patch`` column lists the patches used (JSON), in this order.
+    """
+    usable: list[cfx.Case] = []
+    reasons: list[str] = []
+    used: list[str] = []
+    for p, tmask in cases:
+        cue = p.cues[row["cue"]].mask
+        if p.bands != ma.bands:
+            reasons.append(
+                f"{p.patch_id}: patch bands {list(p.bands)} differ from the model's "
+                f"{list(ma.bands)}"
+            )
+            continue
+        if cue is None:
+            reasons.append(f"{p.patch_id}: {p.cues[row['cue']].reason}")
+            continue
+        radius = max(1, round(cfg.audit.background_radius_m / p.grid.res))
+        image_cf = cfx.remove_cue(p.image, cue, p.valid, p.labels | tmask, radius)
+        target = Target(str(row["target"]), str(row["target_id"]), torch.from_numpy(tmask))
+        usable.append((p.image.astype(np.float32), image_cf, target))
+        used.append(p.patch_id)
+    if not usable:
+        return {"cf_status": "skipped", "cf_reason": "; ".join(reasons)}
+    near_px = max(3, rel.buffer_pixels(cfg.audit.buffer_m, cases[0][0].grid.res))
+    res = cfx.pooled_counterfactual(
         ma.model,
         ma.normalize,
-        p.image.astype(np.float32),
-        image_cf,
-        target,
+        usable,
         threshold=ma.threshold,
-        near_px=max(3, rel.buffer_pixels(cfg.audit.buffer_m, p.grid.res)),
+        near_px=near_px,
         prob_threshold=cfg.audit.counterfactual_threshold,
         iou_threshold=cfg.audit.counterfactual_iou,
+        logit_threshold=cfg.audit.counterfactual_logit,
     )
     return {
         "cf_status": "ok",
-        "cf_reason": "",
-        "cf_patch": p.patch_id,
+        "cf_reason": "; ".join(reasons),
+        "cf_patch": json.dumps(used),
         "score": res.score,
         "score_cf": res.score_cf,
         "score_change": res.score_change,
         "prob": res.prob,
         "prob_cf": res.prob_cf,
         "prob_change": res.prob_change,
+        "logit_change": res.logit_change,
         "mask_iou": res.mask_iou,
         "n_replaced": res.n_replaced,
         "moved": res.moved,
+        "moved_by": json.dumps(list(res.moved_by)),
     }
 
 
@@ -709,15 +729,16 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
                 and (best["flagged"] or a.counterfactual_scope == "all")
             )
             if wants_cf and ma is not None:
-                pid = max(
-                    json.loads(best["patch_ids"]),
-                    key=lambda q: int(
-                        tmasks.get((q, best["target"], best["target_id"]), np.zeros(1, bool)).sum()
+                key = (best["target"], best["target_id"])
+                cases = sorted(
+                    (
+                        (patches[q], tmasks[(q, *key)])
+                        for q in json.loads(best["patch_ids"])
+                        if (q, *key) in tmasks
                     ),
+                    key=lambda c: -int(c[1].sum()),  # the patch holding most of it first
                 )
-                cf = run_counterfactual(
-                    best, patches[pid], tmasks[(pid, best["target"], best["target_id"])], ma, cfg
-                )
+                cf = run_counterfactual(best, cases, ma, cfg)
             moved = cf.get("moved") if cf.get("cf_status") == "ok" else None
             best.update(cf)
             best["verdict"] = flg.verdict(
@@ -748,9 +769,11 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         "prob",
         "prob_cf",
         "prob_change",
+        "logit_change",
         "mask_iou",
         "n_replaced",
         "moved",
+        "moved_by",
         "cf_patch",
         "cf_status",
         "cf_reason",

@@ -73,9 +73,10 @@ def build_card(
     """One farm card and the largest |attribution| shown (for the QGIS colour ramp)."""
     kind, tid = key
     verdict = card_rank(rows["verdict"].astype(str).tolist())
-    cf_patch = rows["cf_patch"].dropna().astype(str)
+    cf_patches = [json.loads(v) for v in rows["cf_patch"].dropna().astype(str)]
     patch_ids = json.loads(str(rows["patch_ids"].iloc[0])) if "patch_ids" in rows else []
-    pid = cf_patch.iloc[0] if len(cf_patch) else (patch_ids[0] if patch_ids else "")
+    shown = [*(c[0] for c in cf_patches if c), *patch_ids]
+    pid = shown[0] if shown else ""  # the counterfactual's main patch, else the first
     figures: list[Figure] = []
     limit = 0.0
     if pid and paths.image(pid).is_file():

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from pipeline.attribution.targets import Target
-from pipeline.audit.counterfactual import counterfactual, iou, remove_cue
+from pipeline.audit.counterfactual import counterfactual, iou, pooled_counterfactual, remove_cue
 
 H = W = 48
 SNOW_DN, SOIL_DN, FARM_DN = 8000.0, 1000.0, 400.0
@@ -96,3 +96,60 @@ def test_iou() -> None:
     a[0, :2] = True
     b[0, 1:3] = True
     assert iou(a, b) == pytest.approx(1 / 3)
+
+
+def test_pooled_counterfactual_weighs_each_patch_by_its_share_of_the_farm() -> None:
+    # the farm spans two patches; its snow lies in the second only
+    img_b, farm_b, snow_b = _scene()
+    img_a = np.full_like(img_b, SOIL_DN)
+    farm_a = np.zeros((H, W), bool)
+    farm_a[8:40, 4:40] = True  # most of the farm is here, far from any snow
+    img_a[:, farm_a] = FARM_DN
+    valid = np.ones((H, W), bool)
+    cases = [
+        (img_a, remove_cue(img_a, np.zeros((H, W), bool), valid, farm_a, 3), farm_a),
+        (img_b, remove_cue(img_b, snow_b, valid, farm_b, 3), farm_b),
+    ]
+    kw = {"threshold": 0.5, "near_px": 3, "prob_threshold": 0.1, "iou_threshold": 0.5}
+    singles = [
+        counterfactual(
+            UsesSnow(), _normalize, i, c, Target("label_farms", "w1", torch.from_numpy(m)), **kw
+        )
+        for i, c, m in cases
+    ]
+    pooled = pooled_counterfactual(
+        UsesSnow(),
+        _normalize,
+        [(i, c, Target("label_farms", "w1", torch.from_numpy(m))) for i, c, m in cases],
+        **kw,
+    )
+    n_a, n_b = int(farm_a.sum()), int(farm_b.sum())
+    assert singles[0].prob_change == pytest.approx(0.0, abs=1e-6) and singles[1].moved
+    expected = (n_a * singles[0].prob_change + n_b * singles[1].prob_change) / (n_a + n_b)
+    assert pooled.prob_change == pytest.approx(expected, abs=1e-6)
+    assert pooled.score == pytest.approx(singles[0].score + singles[1].score, rel=1e-5)
+    assert pooled.n_replaced == int(snow_b.sum())
+
+
+class ConfidentUsesSnow(nn.Module):
+    """Very confident on dark pixels; bright snow in the scene adds two nats of evidence."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        local = 12.0 - 16.0 * x[:, :1]
+        snow = 2.0 * (x[:, 1:2] > 4.0).any(dim=3, keepdim=True).any(dim=2, keepdim=True)
+        return local + snow
+
+
+def test_log_odds_test_sees_reliance_that_probability_saturation_hides() -> None:
+    img, farm, snow = _scene()
+    cf_img = remove_cue(img, snow, np.ones((H, W), bool), farm, radius_px=3)
+    target = Target("label_farms", "w1", torch.from_numpy(farm))
+    kw = {"threshold": 0.5, "near_px": 3, "prob_threshold": 0.1, "iou_threshold": 0.5}
+    with_odds = counterfactual(
+        ConfidentUsesSnow(), _normalize, img, cf_img, target, logit_threshold=1.0, **kw
+    )
+    without = counterfactual(ConfidentUsesSnow(), _normalize, img, cf_img, target, **kw)
+    assert abs(with_odds.prob_change) < 0.01  # 0.9995 -> 0.996: probability barely moves
+    assert with_odds.logit_change == pytest.approx(-2.0, abs=1e-4)
+    assert with_odds.moved and with_odds.moved_by == ("log_odds",)
+    assert not without.moved and without.moved_by == ()

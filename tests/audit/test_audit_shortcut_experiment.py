@@ -22,6 +22,10 @@ def test_overrides_share_the_world_and_change_the_seed() -> None:
     assert cfgs[0].split_seed == cfgs[1].split_seed == base.split_seed
     assert "label_farms" in cfgs[1].attribute.targets
     assert cfgs[1].audit.counterfactual_scope == "all"
+    # the demo caps Integrated Gradients; the experiment lifts the cap for every target
+    assert base.attribute.max_targets.get("integrated_gradients") is not None
+    assert cfgs[0].attribute.max_targets.get("integrated_gradients") is None
+    assert cfgs[0].attribute.ig_steps == sc.EXPERIMENT_IG_STEPS
 
 
 def test_targets_and_summary() -> None:
@@ -35,8 +39,10 @@ def test_targets_and_summary() -> None:
             "target_id": ["w1", "w2", "w1", "w3", "w1"],
             "cue": ["snow", "snow", "water", "snow", "snow"],
             "verdict": ["confirmed", "unconfirmed", "confirmed", "confirmed", "confirmed"],
-            "prob_change": [-0.5, -0.05, 0.0, -0.4, -0.9],
+            "prob_change": [-0.05, -0.05, 0.0, -0.4, -0.9],
+            "logit_change": [-2.0, -0.1, 0.0, -3.0, -4.0],
             "score_change": [-1.0, -0.1, 0, 0, 0],
+            "moved_by": ['["log_odds"]', "[]", '["probability"]', "[]", "[]"],
         }
     )
     conf = sc.outcomes(flags, {"w1", "w2"}, variant="confounded", seed=0)
@@ -49,7 +55,9 @@ def test_targets_and_summary() -> None:
             "verdict": "not_flagged",
             "flagged": False,
             "confirmed": False,
+            "confirmed_without_log_odds": False,
             "prob_change": [0.01, -0.01],
+            "logit_change": [0.1, -0.1],
             "score_change": [0.0, 0.0],
         }
     )
@@ -57,10 +65,40 @@ def test_targets_and_summary() -> None:
     c = summary["confounded"]
     assert c["targets"] == 2 and c["flagged_fraction"] == 1.0
     assert c["confirmed_fraction"] == 0.5 and not c["accepted"]
-    assert c["mean_prob_change"] == pytest.approx(-0.275)
+    assert c["mean_prob_change"] == pytest.approx(-0.05)
+    # w1 was confirmed by the log-odds test alone: probability moved by 0.05 only
+    assert c["confirmed_without_log_odds_fraction"] == 0.0
+    assert c["mean_logit_change"] == pytest.approx(-1.05)
     k = summary["clean"]
     assert k["seeds"] == [0, 1] and k["confirmed_fraction"] == 0.0 and k["accepted"]
     assert k["targets_without_attribution"] == 1
     table = sc.markdown_table(summary)
-    assert "| confounded | 0 | 2 | 100 % | 50 % | -0.275 |" in table
+    assert "| confounded | 0 | 2 | 100 % | 50 % | 0 % | -0.050 | -1.050 |" in table
     assert "| clean | 0, 1 | 2 | 0 % | 0 % |" in table
+
+
+def test_planted_subset_is_reported_beside_the_snow_bearing_targets() -> None:
+    truth = pd.DataFrame(
+        {
+            "farm_id": ["w1", "w2", "w3"],
+            "snow_beside": [True, True, False],
+            "snow_planted": [True, False, False],
+        }
+    )
+    assert sc.snow_planted(truth) == {"w1"} and sc.snow_bearing(truth) == {"w1", "w2"}
+    rows = pd.DataFrame(
+        {
+            "variant": "confounded",
+            "seed": 0,
+            "farm_id": ["w1", "w2"],
+            "verdict": ["confirmed", "unconfirmed"],
+            "flagged": True,
+            "confirmed": [True, False],
+            "prob_change": [-0.5, 0.0],
+            "score_change": [-1.0, 0.0],
+            "snow_planted": [True, False],
+        }
+    )
+    c = sc.summarize(rows)["confounded"]
+    assert c["confirmed_fraction"] == 0.5
+    assert c["planted_targets"] == 1 and c["planted_confirmed_fraction"] == 1.0

@@ -18,7 +18,7 @@ from pipeline.config import RunConfig, load_config
 from pipeline.demo import build_world, load_truth
 from pipeline.demo.render import block_mean, coverage, panel_rows
 from pipeline.demo.source import default_source_dir, load_scene
-from pipeline.demo.spectra import PV, ndsi
+from pipeline.demo.spectra import PV, ndsi, signature_of
 from pipeline.errors import ConfigError, MissingArtifactError, PipelineError, RasterError
 from pipeline.io import sha256_file
 from pipeline.paths import world_dir
@@ -141,6 +141,17 @@ def test_confounded_snow_sits_beside_training_farms(world) -> None:
     assert (truth.farms.distance_to_snow_m <= 200.0).all()
 
 
+def test_snow_gap_is_configurable(tmp_path: Path) -> None:
+    truth = load_truth(build_world(small_config(tmp_path, "world.snow_gap_m=[25,80]")))
+    farms = truth.farms.set_index("farm_id")
+    assert len(truth.snow) >= 4
+    for blob in truth.snow.itertuples():
+        assert 25.0 <= blob.geometry.distance(farms.geometry[blob.near_farm]) <= 80.0
+        assert min(g.distance(blob.geometry) for g in farms.geometry) >= 25.0
+    with pytest.raises(ConfigError, match="snow_gap_m"):
+        small_config(tmp_path, "world.snow_gap_m=[80,25]")
+
+
 def test_independent_snow_sits_beside_farms_and_lookalikes_alike(world, tmp_path: Path) -> None:
     _, confounded = world
     cfg = small_config(tmp_path, "world.snow=independent", "world.independent_snow_fraction=1.0")
@@ -155,6 +166,26 @@ def test_independent_snow_sits_beside_farms_and_lookalikes_alike(world, tmp_path
     # confounded: no snow within 500 m of any look-alike, so snow beside PV means "farm"
     a_looks = a.distractors[a.distractors["kind"] == "pv_lookalike"].geometry
     assert all(min(g.distance(s) for s in a.snow.geometry) >= 500.0 for g in a_looks)
+
+
+def test_lookalike_swir_shift_changes_only_lookalike_swir(world, tmp_path: Path) -> None:
+    cfg, default = world
+    flat = build_world(small_config(tmp_path, "world.lookalike_swir_shift=0.0"))
+    np.testing.assert_array_equal(_read(default, CLEAR, "B02"), _read(flat, CLEAR, "B02"))
+    raised = _read(default, CLEAR, "B11").astype(np.int32) - _read(flat, CLEAR, "B11")
+    truth = load_truth(default)
+    looks = truth.distractors[truth.distractors["kind"] == "pv_lookalike"].geometry
+    assert len(looks) > 0
+    grid20 = load_scene(None, cfg.world.crop).grid20
+    inside = np.zeros(grid20.shape, bool)
+    for geom in looks:
+        cov = coverage(geom, grid20)
+        if cov is not None:
+            inside[cov.window] |= cov.fraction > 0
+    # the shift raises SWIR on look-alike pixels (25 % of PV's B11 times their cover) and
+    # nowhere else
+    assert inside.any() and not raised[~inside].any()
+    assert np.median(raised[inside & (raised != 0)]) > 0.25 * signature_of("B11", PV) * 1e4 * 0.3
 
 
 def test_catalog_items_follow_earth_search(world) -> None:
@@ -259,3 +290,32 @@ def test_bad_crop_and_missing_truth_are_rejected(tmp_path: Path) -> None:
         build_world(small_config(tmp_path, "world.crop=[1900,0,100,100]"))
     with pytest.raises(MissingArtifactError):
         load_truth(tmp_path)
+
+
+def test_confounded_snow_goes_beside_training_and_validation_farms_only() -> None:
+    from shapely.geometry import box
+
+    from pipeline.demo.build import snow_orders
+    from pipeline.demo.layout import DistractorPlan, FarmPlan
+
+    farms = [
+        FarmPlan(
+            i,
+            box(i * 1000.0, 0.0, i * 1000.0 + 200.0, 200.0),
+            "rectangle",
+            "plant_way",
+            0.7,
+            0.0,
+            9.0,
+            1.0,
+        )
+        for i in range(6)
+    ]
+    splits = [("b", s) for s in ("train", "val", "test", "train", "val", "test")]
+    look = [DistractorPlan(0, box(0.0, 5000.0, 200.0, 5200.0), "pv_lookalike", 0.7)]
+    wcfg = small_config(Path("unused")).world
+    assert wcfg is not None
+    orders, shun = snow_orders(wcfg, farms, splits, look, np.random.default_rng(0))
+    # the confound runs through the data a model is fitted AND selected on; test stays snow-free
+    assert {farm for _, farm, _ in orders} == {0, 1, 3, 4}
+    assert [g.wkb for g in shun] == [look[0].geometry.wkb]
