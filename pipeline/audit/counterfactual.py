@@ -112,6 +112,60 @@ def remove_cue(
     return out
 
 
+#: Quarter turns tried, in order, when a cue blob is moved to make a placebo.
+PLACEBO_TURNS: tuple[int, ...] = (2, 1, 3)
+
+
+def turn_about(
+    rows: np.ndarray, cols: np.ndarray, centre: tuple[float, float], quarter_turns: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates rotated by ``quarter_turns`` x 90 degrees about ``centre`` (row, col).
+
+    ``centre`` is rounded to a pixel first, so quarter turns keep a blob's shape, area and
+    distance from it exactly on the grid.
+    """
+    r0, c0 = round(centre[0]), round(centre[1])
+    dr, dc = rows.astype(int) - r0, cols.astype(int) - c0
+    for _ in range(quarter_turns % 4):
+        dr, dc = dc, -dr
+    return r0 + dr, c0 + dc
+
+
+def placebo_mask(
+    cue: np.ndarray, centre: tuple[float, float], allowed: np.ndarray, margin_px: int = 2
+) -> np.ndarray:
+    """The cue's blobs moved where there is no cue: the control of a counterfactual.
+
+    Each connected blob of ``cue`` is turned about ``centre`` (the target's centroid) by the
+    first of :data:`PLACEBO_TURNS` that puts it wholly on ``allowed`` pixels, at least
+    ``margin_px`` from the cue and from blobs already placed; a blob with no such turn is left
+    out. Removing the placebo edits the same area at the same distance from the target as
+    removing the cue, on ordinary background: what a model does to any such edit.
+
+    Args:
+        cue: ``(H, W)`` bool cue pixels.
+        centre: ``(row, col)`` to turn about.
+        allowed: ``(H, W)`` bool pixels a placebo may cover (valid, not a farm).
+
+    Returns:
+        ``(H, W)`` bool placebo pixels (empty when no blob could be placed).
+    """
+    height, width = cue.shape
+    free = allowed & ~dilate(cue, margin_px)
+    out = np.zeros_like(cue, dtype=bool)
+    labels, n = ndimage.label(cue)
+    for i in range(1, n + 1):
+        rows, cols = np.nonzero(labels == i)
+        for turns in PLACEBO_TURNS:
+            r, c = turn_about(rows, cols, centre, turns)
+            inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+            if inside.all() and free[r, c].all():
+                out[r, c] = True
+                free &= ~dilate(out, margin_px)
+                break
+    return out
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over union of two bool masks; 1.0 when both are empty."""
     union = int((a | b).sum())
@@ -231,3 +285,26 @@ def pooled_counterfactual(
     return CounterfactualResult(
         s0, s1, change, p0, p1, p1 - p0, z1 - z0, miou, replaced, bool(moved_by), moved_by
     )
+
+
+def placebo_columns(
+    placebo: CounterfactualResult | None, res: CounterfactualResult, ratio: float
+) -> dict[str, float | int | bool | None]:
+    """The placebo control's columns and whether the cue's effect is specific to the cue.
+
+    ``specific`` is ``None`` when no placebo ran (turned off, or no blob could be placed),
+    else whether the cue's log-odds change is at least ``ratio`` times the placebo's.
+    """
+    if placebo is None or placebo.n_replaced == 0:
+        return {
+            "placebo_prob_change": None,
+            "placebo_logit_change": None,
+            "placebo_replaced": 0,
+            "specific": None,
+        }
+    return {
+        "placebo_prob_change": placebo.prob_change,
+        "placebo_logit_change": placebo.logit_change,
+        "placebo_replaced": placebo.n_replaced,
+        "specific": bool(abs(res.logit_change) >= ratio * abs(placebo.logit_change)),
+    }

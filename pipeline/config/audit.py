@@ -47,6 +47,12 @@ class AuditConfig(Section):
             nats) at least this: 1.0 means the cue was worth a factor e in the odds of "farm".
             Probability saturates on confident farms (0.95 -> 0.85 is a three-fold fall of
             the odds); the log-odds do not. ``.inf`` turns this test off.
+        placebo_ratio: The control of each counterfactual: the same blobs are moved onto
+            ordinary background at the same distance from the target (turned about its centre)
+            and removed there too. A flag is confirmed only when removing the cue moves the
+            target's log-odds at least this many times as much as removing the placebo does,
+            so a model that reacts to any edit of its context is not taken to rely on the cue.
+            0 turns the control off.
         background_radius_m: Ring around each cue blob whose non-cue pixels give the
             replacement (per-band median) in the counterfactual, m.
         sanity_methods: Methods checked by model/data randomization (guided backpropagation is
@@ -86,6 +92,7 @@ class AuditConfig(Section):
     counterfactual_iou: float = Field(default=0.5, ge=0, le=1)
     counterfactual_logit: float = Field(default=1.0, gt=0)
     background_radius_m: float = Field(default=100.0, gt=0)
+    placebo_ratio: float = Field(default=2.0, ge=0)
     sanity_methods: tuple[MethodName, ...] = (
         "saliency",
         "integrated_gradients",

@@ -105,8 +105,9 @@ def outcomes(
     Returns:
         Columns variant, seed, farm_id, verdict, flagged, confirmed, confirmed_without_log_odds
         (confirmed by the probability or mask-IoU test alone, the rule before the log-odds test
-        existed), prob_change, logit_change, score_change. Farms with no snow row (not
-        attributed) are left out and counted by the caller.
+        existed), confirmed_without_placebo (flagged, and the counterfactual moved whatever the
+        placebo did), prob_change, logit_change, placebo_logit_change, score_change. Farms
+        with no snow row (not attributed) are left out and counted by the caller.
     """
     ids = set(farm_ids)
     sel = flags[
@@ -116,18 +117,22 @@ def outcomes(
     ]
     verdict = sel["verdict"].astype(str)
     moved_by = sel.get("moved_by", pd.Series("[]", index=sel.index)).fillna("[]").astype(str)
-    other_tests = moved_by.map(lambda v: bool(set(json.loads(v)) - {"log_odds"}))
+    fired = moved_by.map(lambda v: set(json.loads(v)))
+    other_tests = fired.map(lambda v: bool(v - {"log_odds"}))
+    flagged = verdict.isin(["confirmed", "unconfirmed"])
     return pd.DataFrame(
         {
             "variant": variant,
             "seed": seed,
             "farm_id": sel["target_id"].astype(str),
             "verdict": verdict,
-            "flagged": verdict.isin(["confirmed", "unconfirmed"]),
+            "flagged": flagged,
             "confirmed": verdict == "confirmed",
             "confirmed_without_log_odds": (verdict == "confirmed") & other_tests,
+            "confirmed_without_placebo": flagged & fired.map(bool),
             "prob_change": pd.to_numeric(sel.get("prob_change"), errors="coerce"),
             "logit_change": pd.to_numeric(sel.get("logit_change"), errors="coerce"),
+            "placebo_logit_change": pd.to_numeric(sel.get("placebo_logit_change"), errors="coerce"),
             "score_change": pd.to_numeric(sel.get("score_change"), errors="coerce"),
         }
     ).reset_index(drop=True)
@@ -149,12 +154,22 @@ def _planted_only(grp: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def summarize(rows: pd.DataFrame, missing: dict[str, int] | None = None) -> dict[str, Any]:
+def _fraction(grp: pd.DataFrame, column: str) -> float | None:
+    return float(grp[column].mean()) if len(grp) and column in grp else None
+
+
+def summarize(
+    rows: pd.DataFrame,
+    missing: dict[str, int] | None = None,
+    test_iou: dict[tuple[str, int], float | None] | None = None,
+) -> dict[str, Any]:
     """Per variant: seeds, targets, flagged fraction, confirmed fraction, mean changes, pass.
 
     ``confirmed_fraction`` is the share of targets both flagged and confirmed;
     ``confirmed_without_log_odds_fraction`` the same by the probability and mask-IoU tests
-    alone (reported so that the effect of the log-odds test is visible).
+    alone, ``confirmed_without_placebo_fraction`` the same without the placebo control
+    (reported so that the effect of each rule is visible). ``test_iou`` maps (variant, seed)
+    to the model's pixel IoU on the test split, reported per seed.
     """
     out: dict[str, Any] = {}
     for variant, grp in rows.groupby("variant", sort=False):
@@ -167,17 +182,22 @@ def summarize(rows: pd.DataFrame, missing: dict[str, int] | None = None) -> dict
             "targets": n,
             "flagged_fraction": float(grp["flagged"].mean()) if n else None,
             "confirmed_fraction": conf if n else None,
-            "confirmed_without_log_odds_fraction": (
-                float(grp["confirmed_without_log_odds"].mean())
-                if n and "confirmed_without_log_odds" in grp
-                else None
-            ),
+            "confirmed_without_log_odds_fraction": _fraction(grp, "confirmed_without_log_odds"),
+            "confirmed_without_placebo_fraction": _fraction(grp, "confirmed_without_placebo"),
             "mean_prob_change": _mean(grp["prob_change"]),
             **_planted_only(grp),
             "mean_logit_change": (_mean(grp["logit_change"]) if "logit_change" in grp else None),
+            "mean_placebo_logit_change": (
+                _mean(grp["placebo_logit_change"]) if "placebo_logit_change" in grp else None
+            ),
             "mean_score_change": _mean(grp["score_change"]),
             "per_seed": {
-                int(s): {"targets": len(g), "confirmed_fraction": float(g["confirmed"].mean())}
+                int(s): {
+                    "targets": len(g),
+                    "flagged_fraction": float(g["flagged"].mean()),
+                    "confirmed_fraction": float(g["confirmed"].mean()),
+                    "test_iou": (test_iou or {}).get((str(variant), int(s))),
+                }
                 for s, g in grp.groupby("seed")
             },
             "acceptance": f"confirmed_fraction {'>=' if kind == 'min' else '<='} {bound}",
@@ -196,19 +216,33 @@ def markdown_table(summary: dict[str, Any]) -> str:
     def num(v: float | None) -> str:
         return "–" if v is None or not np.isfinite(v) else f"{v:+.3f}"
 
+    def num2(v: float | None) -> str:
+        return "–" if v is None or not np.isfinite(v) else f"{v:.2f}"
+
     lines = [
         "| variant | seeds | snow-bearing farm targets | flagged | flagged + confirmed | "
-        "same, without the log-odds test | mean Δ probability | mean Δ log-odds | accepted |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "same, without the log-odds test | same, without the placebo control | "
+        "mean Δ probability | mean Δ log-odds | mean Δ log-odds, placebo | accepted |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for variant, s in summary.items():
         lines.append(
             f"| {variant} | {', '.join(map(str, s['seeds']))} | {s['targets']} | "
             f"{pct(s['flagged_fraction'])} | {pct(s['confirmed_fraction'])} | "
             f"{pct(s.get('confirmed_without_log_odds_fraction'))} | "
+            f"{pct(s.get('confirmed_without_placebo_fraction'))} | "
             f"{num(s['mean_prob_change'])} | {num(s.get('mean_logit_change'))} | "
+            f"{num(s.get('mean_placebo_logit_change'))} | "
             f"{'yes' if s['accepted'] else 'no'} ({s['acceptance']}) |"
         )
+    lines += ["", "| variant | seed | targets | flagged | flagged + confirmed | test IoU |"]
+    lines.append("|---|---|---|---|---|---|")
+    for variant, s in summary.items():
+        for seed, q in s.get("per_seed", {}).items():
+            lines.append(
+                f"| {variant} | {seed} | {q['targets']} | {pct(q.get('flagged_fraction'))} | "
+                f"{pct(q['confirmed_fraction'])} | {num2(q.get('test_iou'))} |"
+            )
     return "\n".join(lines)
 
 
@@ -232,6 +266,15 @@ def truth_farms(cfg: RunConfig) -> pd.DataFrame:
     return load_truth(folder).farms
 
 
+def heldout_iou(paths: RunPaths) -> float | None:
+    """The run's pixel IoU on the test split (``predict/metrics.json``), if recorded."""
+    path = paths.stage_dir("predict") / "metrics.json"
+    if not path.is_file():
+        return None
+    value = json.loads(path.read_text()).get("pixel", {}).get("test", {}).get("iou")
+    return float(value) if isinstance(value, int | float) else None
+
+
 def run_all_stages(cfg: RunConfig) -> RunPaths:
     """Build the world if needed, then run every stage (skipping up-to-date ones)."""
     from pipeline.demo import build_world
@@ -250,6 +293,7 @@ def run_experiment(
     """Run every (variant, seed), audit, and write ``experiments/shortcut/summary.json``."""
     frames: list[pd.DataFrame] = []
     missing: dict[str, int] = {}
+    quality: dict[tuple[str, int], float | None] = {}
     data_root: Path | None = None
     for variant in variants:
         if variant not in VARIANTS:
@@ -269,8 +313,9 @@ def run_experiment(
             rows["snow_planted"] = rows["farm_id"].isin(snow_planted(truth))
             missing[variant] = missing.get(variant, 0) + len(farms - set(rows["farm_id"]))
             frames.append(rows)
+            quality[(variant, seed)] = heldout_iou(paths)
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    summary = summarize(rows, missing)
+    summary = summarize(rows, missing, quality)
     target = out or (data_root or Path("data")) / "experiments" / "shortcut"
     write_json(target / "summary.json", summary)
     with (target / "targets.csv").open("w") as fh:

@@ -227,6 +227,7 @@ def _flags(data: ReportData) -> str:
         "swir_share",
         "prob_change",
         "logit_change",
+        "placebo_logit_change",
         "score_change",
         "mask_iou",
     ]
@@ -245,7 +246,9 @@ def _flags(data: ReportData) -> str:
         '<section id="flags"><h2>Flags per farm</h2>'
         '<p class="note">Enrichment: the cue\'s share of positive attribution outside the '
         "farms and their buffer divided by its share of that area (1 = no preference). "
-        "Verdicts: <i>confirmed</i> means removing the cue moved the prediction. Most alarming "
+        "Verdicts: <i>confirmed</i> means removing the cue moved the prediction, at least "
+        "audit.placebo_ratio times as much (2 by default, in log-odds) as removing the same "
+        "blobs turned onto plain background at the same distance (the placebo). Most alarming "
         "first.</p>"
         + table(
             by_severity(data.flags),
@@ -280,6 +283,7 @@ def _card(card: Card) -> str:
         "prob_cf",
         "prob_change",
         "logit_change",
+        "placebo_logit_change",
         "score_change",
         "mask_iou",
     ]

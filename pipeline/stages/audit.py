@@ -16,6 +16,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -409,6 +410,7 @@ def run_counterfactual(
             ``cf_patch`` column lists the patches used (JSON), in this order.
     """
     usable: list[cfx.Case] = []
+    placebos: list[cfx.Case] = []
     reasons: list[str] = []
     used: list[str] = []
     for p, tmask in cases:
@@ -423,22 +425,39 @@ def run_counterfactual(
             reasons.append(f"{p.patch_id}: {p.cues[row['cue']].reason}")
             continue
         radius = max(1, round(cfg.audit.background_radius_m / p.grid.res))
-        image_cf = cfx.remove_cue(p.image, cue, p.valid, p.labels | tmask, radius)
+        protect = p.labels | tmask
+        image = p.image.astype(np.float32)
+        image_cf = cfx.remove_cue(p.image, cue, p.valid, protect, radius)
         target = Target(str(row["target"]), str(row["target_id"]), torch.from_numpy(tmask))
-        usable.append((p.image.astype(np.float32), image_cf, target))
+        usable.append((image, image_cf, target))
         used.append(p.patch_id)
+        if cfg.audit.placebo_ratio > 0:
+            moved_px = cue & p.valid & ~protect
+            shun = protect | np.any([c.mask for c in p.cues.values() if c.mask is not None], 0)
+            margin = rel.buffer_pixels(cfg.audit.buffer_m, p.grid.res)
+            allowed = p.valid & ~rel.dilate(shun, margin)
+            rows_, cols_ = np.nonzero(tmask)
+            centre = (float(rows_.mean()), float(cols_.mean())) if rows_.size else (0.0, 0.0)
+            fake = cfx.placebo_mask(moved_px, centre, allowed)
+            placebos.append(
+                (image, cfx.remove_cue(p.image, fake, p.valid, protect | cue, radius), target)
+            )
     if not usable:
         return {"cf_status": "skipped", "cf_reason": "; ".join(reasons)}
     near_px = max(3, rel.buffer_pixels(cfg.audit.buffer_m, cases[0][0].grid.res))
-    res = cfx.pooled_counterfactual(
+    score = partial(
+        cfx.pooled_counterfactual,
         ma.model,
         ma.normalize,
-        usable,
         threshold=ma.threshold,
         near_px=near_px,
         prob_threshold=cfg.audit.counterfactual_threshold,
         iou_threshold=cfg.audit.counterfactual_iou,
         logit_threshold=cfg.audit.counterfactual_logit,
+    )
+    res = score(usable)
+    control = cfx.placebo_columns(
+        score(placebos) if placebos else None, res, cfg.audit.placebo_ratio
     )
     return {
         "cf_status": "ok",
@@ -453,8 +472,9 @@ def run_counterfactual(
         "logit_change": res.logit_change,
         "mask_iou": res.mask_iou,
         "n_replaced": res.n_replaced,
-        "moved": res.moved,
+        "moved": res.moved and control["specific"] is not False,
         "moved_by": json.dumps(list(res.moved_by)),
+        **control,
     }
 
 
@@ -774,6 +794,10 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         "n_replaced",
         "moved",
         "moved_by",
+        "placebo_prob_change",
+        "placebo_logit_change",
+        "placebo_replaced",
+        "specific",
         "cf_patch",
         "cf_status",
         "cf_reason",

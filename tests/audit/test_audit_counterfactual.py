@@ -8,7 +8,14 @@ import torch
 from torch import nn
 
 from pipeline.attribution.targets import Target
-from pipeline.audit.counterfactual import counterfactual, iou, pooled_counterfactual, remove_cue
+from pipeline.audit.counterfactual import (
+    counterfactual,
+    iou,
+    placebo_columns,
+    placebo_mask,
+    pooled_counterfactual,
+    remove_cue,
+)
 
 H = W = 48
 SNOW_DN, SOIL_DN, FARM_DN = 8000.0, 1000.0, 400.0
@@ -153,3 +160,79 @@ def test_log_odds_test_sees_reliance_that_probability_saturation_hides() -> None
     assert with_odds.logit_change == pytest.approx(-2.0, abs=1e-4)
     assert with_odds.moved and with_odds.moved_by == ("log_odds",)
     assert not without.moved and without.moved_by == ()
+
+
+def _small_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_scene` with a smaller snow blob, leaving room to turn it about the farm."""
+    img, farm, snow = _scene()
+    img[:, snow] = SOIL_DN + np.arange(W, dtype=np.float32)[None, :][:, np.nonzero(snow)[1]]
+    small = np.zeros((H, W), bool)
+    small[16:32, 20:28] = True
+    img[:, small] = SNOW_DN
+    return img, farm, small
+
+
+def test_placebo_mask_moves_each_blob_to_background_at_the_same_distance() -> None:
+    _, farm, snow = _small_scene()
+    allowed = np.ones((H, W), bool) & ~farm
+    allowed[:, 36:] = False  # and not at the right edge
+    fake = placebo_mask(snow, (24.0, 10.0), allowed)
+    assert fake.sum() == snow.sum()  # same area (a quarter turn keeps the shape)
+    assert not (fake & farm).any() and not (fake & ~allowed).any()
+    assert not (fake & snow).any()
+    dist = lambda m: np.hypot(*(np.argwhere(m).mean(0) - (24, 10)))  # noqa: E731
+    assert dist(fake) == pytest.approx(dist(snow), abs=0.75)
+    nowhere = placebo_mask(snow, (24.0, 10.0), np.zeros((H, W), bool))
+    assert not nowhere.any()  # no room: the blob is left out, never squeezed in
+
+
+class DislikesFlatContext(nn.Module):
+    """Dark pixels are farm, and any flat (edited) context lowers every logit alike."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        local = 2.0 - 4.0 * x[:, :1]
+        flat = (x[:, 1:2, :, 1:] == x[:, 1:2, :, :-1]).float().mean(dim=(2, 3), keepdim=True)
+        return local - 40.0 * flat
+
+
+def _cue_and_placebo(model: nn.Module) -> dict[str, float | int | bool | None]:
+    img, farm, snow = _small_scene()
+    rng = np.random.default_rng(0)
+    img[:, snow] += rng.uniform(0, 500, size=(3, int(snow.sum()))).astype(np.float32)
+    valid = np.ones((H, W), bool)
+    target = Target("label_farms", "w1", torch.from_numpy(farm))
+    kw = {"threshold": 0.5, "near_px": 3, "prob_threshold": 0.1, "iou_threshold": 0.5}
+    kw["logit_threshold"] = 1.0
+    fake = placebo_mask(snow, (24.0, 10.0), valid & ~farm & ~snow)
+    cue = counterfactual(
+        model, _normalize, img, remove_cue(img, snow, valid, farm, 3), target, **kw
+    )
+    placebo = counterfactual(
+        model, _normalize, img, remove_cue(img, fake, valid, farm | snow, 3), target, **kw
+    )
+    assert cue.moved and fake.sum() == snow.sum()  # the same area, edited alike
+    return placebo_columns(placebo, cue, ratio=2.0)
+
+
+def test_placebo_separates_reliance_on_the_cue_from_reacting_to_any_edit() -> None:
+    assert _cue_and_placebo(UsesSnow())["specific"] is True
+    control = _cue_and_placebo(DislikesFlatContext())
+    assert control["specific"] is False  # the same edit on plain background moves it as much
+    assert control["placebo_logit_change"] < -1.0
+
+
+def test_no_placebo_leaves_the_verdict_to_the_counterfactual() -> None:
+    img, farm, _ = _scene()
+    target = Target("label_farms", "w1", torch.from_numpy(farm))
+    res = counterfactual(
+        UsesSnow(),
+        _normalize,
+        img,
+        img,
+        target,
+        threshold=0.5,
+        near_px=3,
+        prob_threshold=0.1,
+        iou_threshold=0.5,
+    )
+    assert placebo_columns(None, res, 2.0)["specific"] is None

@@ -43,6 +43,7 @@ def test_targets_and_summary() -> None:
             "logit_change": [-2.0, -0.1, 0.0, -3.0, -4.0],
             "score_change": [-1.0, -0.1, 0, 0, 0],
             "moved_by": ['["log_odds"]', "[]", '["probability"]', "[]", "[]"],
+            "placebo_logit_change": [-0.1, 0.0, 0.0, 0.0, 0.0],
         }
     )
     conf = sc.outcomes(flags, {"w1", "w2"}, variant="confounded", seed=0)
@@ -61,7 +62,8 @@ def test_targets_and_summary() -> None:
             "score_change": [0.0, 0.0],
         }
     )
-    summary = sc.summarize(pd.concat([conf, clean]), {"clean": 1})
+    iou = {("confounded", 0): 0.61, ("clean", 0): 0.7, ("clean", 1): None}
+    summary = sc.summarize(pd.concat([conf, clean]), {"clean": 1}, iou)
     c = summary["confounded"]
     assert c["targets"] == 2 and c["flagged_fraction"] == 1.0
     assert c["confirmed_fraction"] == 0.5 and not c["accepted"]
@@ -69,12 +71,17 @@ def test_targets_and_summary() -> None:
     # w1 was confirmed by the log-odds test alone: probability moved by 0.05 only
     assert c["confirmed_without_log_odds_fraction"] == 0.0
     assert c["mean_logit_change"] == pytest.approx(-1.05)
+    assert c["confirmed_without_placebo_fraction"] == 0.5  # w1 moved; w2 did not
+    assert c["mean_placebo_logit_change"] == pytest.approx(-0.05)
+    assert c["per_seed"][0]["test_iou"] == 0.61 and c["per_seed"][0]["flagged_fraction"] == 1.0
     k = summary["clean"]
     assert k["seeds"] == [0, 1] and k["confirmed_fraction"] == 0.0 and k["accepted"]
     assert k["targets_without_attribution"] == 1
     table = sc.markdown_table(summary)
-    assert "| confounded | 0 | 2 | 100 % | 50 % | 0 % | -0.050 | -1.050 |" in table
+    assert "| confounded | 0 | 2 | 100 % | 50 % | 0 % | 50 % | -0.050 | -1.050 | -0.050 |" in table
     assert "| clean | 0, 1 | 2 | 0 % | 0 % |" in table
+    assert "| confounded | 0 | 2 | 100 % | 50 % | 0.61 |" in table  # per seed, with test IoU
+    assert "| clean | 1 | 1 | 0 % | 0 % | – |" in table
 
 
 def test_planted_subset_is_reported_beside_the_snow_bearing_targets() -> None:
