@@ -16,8 +16,11 @@ class WorldConfig(Section):
     Attributes:
         name: Folder name under ``<data_root>/worlds/``.
         snow: ``confounded`` plants snow beside most farms in the training and validation parts
-            of the scene (none in the test part); ``independent`` plants the same amount of
-            snow with no relation to farms.
+            of the scene (none in the test part); ``independent`` plants snow beside a share
+            of the farms and, equally, of the PV look-alikes (snow says nothing about farm
+            versus look-alike, but still marks a PV-like object nearby); ``scattered`` plants
+            the same number of blobs as ``independent`` at random spots on land, so snow says
+            nothing about farms at all.
         n_farms: Number of solar farms to plant.
         farm_area_ha: Range of farm areas in hectares (drawn log-uniformly).
         snow_beside_fraction: With ``confounded``, share of training- and validation-area farms
@@ -41,7 +44,7 @@ class WorldConfig(Section):
             spectral difference of a look-alike (smaller: farms and look-alikes are harder to
             tell apart from their own pixels, so snow beside them is a stronger shortcut).
         independent_snow_fraction: With ``independent``, share of farms and, equally, of
-            look-alikes given snow beside them.
+            look-alikes given snow beside them (``scattered``: as many blobs, placed anywhere).
         distractors_per_farm: Unlabelled dark roofs, asphalt lots and wet-soil patches planted per
             farm (rounded).
         cloudy_item: Also write an earlier item of the same tile with clouds over about
@@ -50,7 +53,7 @@ class WorldConfig(Section):
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    snow: Literal["confounded", "independent"] = "confounded"
+    snow: Literal["confounded", "independent", "scattered"] = "confounded"
     n_farms: int = Field(default=40, ge=1, le=500)
     farm_area_ha: tuple[float, float] = (2.0, 80.0)
     snow_beside_fraction: float = Field(default=0.85, ge=0.0, le=1.0)

@@ -122,7 +122,9 @@ def snow_orders(
     beside a PV-like object means "farm" in all the labelled data a model is fitted and
     selected on; the test area has no planted snow and shows what the shortcut costs.
     ``independent``: beside ``independent_snow_fraction`` of all farms AND of all look-alikes,
-    so snow says nothing about farm versus look-alike.
+    so snow says nothing about farm versus look-alike (but still marks a PV-like object
+    nearby). ``scattered``: the same number of blobs as ``independent``, each at a random spot
+    on land, so snow says nothing about farms at all; farms get snow nearby by chance.
     """
     area = wcfg.snow_area_ha
     if wcfg.snow == "confounded":
@@ -136,6 +138,8 @@ def snow_orders(
     fraction = wcfg.independent_snow_fraction
     on_farms = layout.snow_budget(rng, [f.index for f in farms], fraction, area)
     on_looks = layout.snow_budget(rng, list(range(len(lookalikes))), fraction, area)
+    if wcfg.snow == "scattered":
+        return [(None, None, a) for _, a in [*on_farms, *on_looks]], []
     orders: list[layout.SnowOrder] = [(farms[i].geometry, i, a) for i, a in on_farms]
     orders += [(lookalikes[i].geometry, None, a) for i, a in on_looks]
     return orders, []

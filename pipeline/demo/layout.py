@@ -375,8 +375,32 @@ def place_snow_beside(
     return None
 
 
-#: A snow blob and what it is planted beside: (owner footprint, farm index or ``None``, area m²).
-SnowOrder = tuple[Polygon, int | None, float]
+def place_snow_anywhere(
+    rng: np.random.Generator,
+    area: float,
+    land: np.ndarray,
+    grid: Grid,
+    farms: Sequence[Polygon],
+    taken: Sequence[Polygon],
+    gap_m: float,
+) -> Polygon | None:
+    """A blob at a random spot on ``land``, ``gap_m`` from every farm; ``None`` if none found.
+
+    Where it lands says nothing about farms: near one only as often as chance puts it there.
+    """
+    candidates = np.flatnonzero(land)
+    inner = _inner_box(grid, 20.0)
+    for _ in range(MAX_ATTEMPTS // 4 if len(candidates) else 0):
+        cx, cy = _random_point(rng, candidates, grid)
+        geom = shapes.blob(rng, cx, cy, area)
+        if _far_from(geom, farms, gap_m) and _snow_ok(geom, inner, land, grid, taken):
+            return geom
+    return None
+
+
+#: A snow blob and what it is planted beside: (owner footprint, farm index or ``None``, area
+#: m²); an owner of ``None`` places the blob anywhere on land (:func:`place_snow_anywhere`).
+SnowOrder = tuple[Polygon | None, int | None, float]
 
 
 def plan_snow(
@@ -389,7 +413,7 @@ def plan_snow(
     shun: Sequence[Polygon] = (),
     gap_m: tuple[float, float] = SNOW_BESIDE_GAP_M,
 ) -> tuple[list[SnowPlan], int]:
-    """Place each ordered blob beside its owner (a farm or a look-alike).
+    """Place each ordered blob beside its owner (a farm or a look-alike), or anywhere.
 
     Args:
         orders: What to plant beside what (see :data:`SnowOrder`).
@@ -406,7 +430,11 @@ def plan_snow(
     failed = 0
     for owner, farm, area in orders:
         others = [*taken, *(s.geometry for s in placed)]
-        geom = place_snow_beside(rng, owner, area, land, grid, farm_geoms, others, shun, gap_m)
+        geom = (
+            place_snow_anywhere(rng, area, land, grid, farm_geoms, others, gap_m[0])
+            if owner is None
+            else place_snow_beside(rng, owner, area, land, grid, farm_geoms, others, shun, gap_m)
+        )
         if geom is None:
             failed += 1
             continue

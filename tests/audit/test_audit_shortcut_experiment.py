@@ -104,8 +104,12 @@ def test_planted_subset_is_reported_beside_the_snow_bearing_targets() -> None:
             "prob_change": [-0.5, 0.0],
             "score_change": [-1.0, 0.0],
             "snow_planted": [True, False],
+            "distance_to_snow_m": [120.0, 450.0],
         }
     )
-    c = sc.summarize(rows)["confounded"]
+    summary = sc.summarize(rows)
+    c = summary["confounded"]
     assert c["confirmed_fraction"] == 0.5
     assert c["planted_targets"] == 1 and c["planted_confirmed_fraction"] == 1.0
+    assert c["near_targets"] == 1 and c["near_confirmed_fraction"] == 1.0  # w1 only is near
+    assert "| 1, 100 % |" in sc.markdown_table(summary)

@@ -168,6 +168,29 @@ def test_independent_snow_sits_beside_farms_and_lookalikes_alike(world, tmp_path
     assert all(min(g.distance(s) for s in a.snow.geometry) >= 500.0 for g in a_looks)
 
 
+def test_scattered_snow_ignores_farms_and_lookalikes(world, tmp_path: Path) -> None:
+    _, confounded = world
+    extra = ("world.independent_snow_fraction=1.0",)
+    beside = load_truth(build_world(small_config(tmp_path / "i", "world.snow=independent", *extra)))
+    scattered = load_truth(
+        build_world(small_config(tmp_path / "s", "world.snow=scattered", *extra))
+    )
+    assert (
+        scattered.farms.geometry.to_wkb().tolist()
+        == load_truth(confounded).farms.geometry.to_wkb().tolist()
+    )
+    # as many blobs were ordered as in the independent world, none owned by a farm
+    assert len(scattered.snow) > 0 and (scattered.snow.near_farm == "").all()
+    assert not scattered.farms["snow_planted"].fillna(False).astype(bool).any()
+    assert abs(len(scattered.snow) - len(beside.snow)) <= max(2, len(beside.snow) // 4)
+    farms = scattered.farms.geometry
+    assert all(min(g.distance(s) for g in farms) >= 60.0 for s in scattered.snow.geometry)
+    # not planted beside anything: some blobs lie far from every farm and look-alike
+    objects = [*farms, *scattered.distractors.geometry]
+    far = [min(g.distance(s) for g in objects) > 200.0 for s in scattered.snow.geometry]
+    assert any(far)
+
+
 def test_lookalike_swir_shift_changes_only_lookalike_swir(world, tmp_path: Path) -> None:
     cfg, default = world
     flat = build_world(small_config(tmp_path, "world.lookalike_swir_shift=0.0"))
