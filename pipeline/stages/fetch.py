@@ -10,6 +10,7 @@ retries are listed in ``fetch/index.gpkg`` and ``fetch/summary.json``; the stage
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -80,8 +81,30 @@ def read_plan(path: Path) -> list[PatchSpec]:
 
 
 def output_settings(fc: FetchConfig) -> dict[str, Any]:
-    """The fetch settings that change what is written (everything but :data:`RUNTIME_FIELDS`)."""
-    return {k: v for k, v in fc.model_dump(mode="json").items() if k not in RUNTIME_FIELDS}
+    """What changes the written patches: the fetch settings but :data:`RUNTIME_FIELDS`, and the
+    :func:`catalog_stamp` of a local static catalog."""
+    out = {k: v for k, v in fc.model_dump(mode="json").items() if k not in RUNTIME_FIELDS}
+    return {**out, "catalog_stamp": catalog_stamp(fc.catalog)}
+
+
+def catalog_stamp(catalog: str) -> str | None:
+    """Fingerprint of a local static catalog's files (path, size, modification time).
+
+    A catalog rebuilt at the same path (a demo world re-planted) must not be served from the
+    patches of the old one. ``None`` for a STAC API or a remote catalog, whose items are taken
+    as immutable, as published Sentinel-2 items are.
+    """
+    if "://" in catalog and not catalog.startswith("file://"):
+        return None
+    path = Path(catalog.removeprefix("file://"))
+    if not path.is_file():
+        return None
+    root = path.parent
+    digest = hashlib.sha256()
+    for f in sorted(q for q in root.rglob("*") if q.is_file()):
+        st = f.stat()
+        digest.update(f"{f.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def open_source(fc: FetchConfig, provider: str) -> ItemSource:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -346,3 +347,15 @@ def test_static_catalog_in_demo_layout(tmp_path: Path, cog_root: Path) -> None:
     np.testing.assert_array_equal(image.astype(np.int32), expected_patch(*INNER[1:]))
     with rasterio.open(paths.image("p00000")) as src:
         assert src.nodata == 0 and src.dtypes[0] == "uint16" and src.count == 10
+    # a rerun reuses the patch; the same catalog rebuilt with other pixels is fetched again
+    assert fetch.run(cfg, paths).summary["reused"] == 1
+    b02 = root / "sentinel-2-l2a" / "S2A_18SVG_plain" / "B02.tif"
+    b02.unlink()
+    shutil.copyfile(cog_root / "plain_B02.tif", b02)
+    with rasterio.open(b02, "r+", IGNORE_COG_LAYOUT_BREAK="YES") as dst:
+        dst.write(dst.read(1) // 2, 1)
+    again = fetch.run(cfg, paths)
+    assert again.summary["reused"] == 0 and again.summary["ok"] == 1
+    halved, _, _ = read_patch(paths.image("p00000"))
+    assert halved[0].mean() < 0.75 * image[0].mean()  # B02 now comes from the new file
+    np.testing.assert_array_equal(halved[1:], image[1:])
