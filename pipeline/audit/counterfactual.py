@@ -83,7 +83,7 @@ def remove_cue(
     Returns:
         A float32 copy of ``image`` with the cue replaced.
     """
-    out = image.astype(np.float32).copy()
+    out = image.astype(np.float32, copy=True)
     target = cue & valid & ~protect
     background = valid & ~cue & ~protect
     if not target.any():

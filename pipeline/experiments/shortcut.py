@@ -148,7 +148,7 @@ def _mean(values: pd.Series) -> float | None:
 NEAR_SNOW_M = 200.0
 
 
-def _planted_only(grp: pd.DataFrame) -> dict[str, Any]:
+def _subsets(grp: pd.DataFrame) -> dict[str, Any]:
     """Targets and flagged-and-confirmed fraction among the farms snow was planted beside,
     and among those with snow within :data:`NEAR_SNOW_M` (planted or by chance)."""
     out: dict[str, Any] = {}
@@ -200,7 +200,7 @@ def summarize(
             "confirmed_without_log_odds_fraction": _fraction(grp, "confirmed_without_log_odds"),
             "confirmed_without_placebo_fraction": _fraction(grp, "confirmed_without_placebo"),
             "mean_prob_change": _mean(grp["prob_change"]),
-            **_planted_only(grp),
+            **_subsets(grp),
             "mean_logit_change": (_mean(grp["logit_change"]) if "logit_change" in grp else None),
             "mean_placebo_logit_change": (
                 _mean(grp["placebo_logit_change"]) if "placebo_logit_change" in grp else None

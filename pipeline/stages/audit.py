@@ -427,7 +427,7 @@ def run_counterfactual(
         radius = max(1, round(cfg.audit.background_radius_m / p.grid.res))
         protect = p.labels | tmask
         image = p.image.astype(np.float32)
-        image_cf = cfx.remove_cue(p.image, cue, p.valid, protect, radius)
+        image_cf = cfx.remove_cue(image, cue, p.valid, protect, radius)
         target = Target(str(row["target"]), str(row["target_id"]), torch.from_numpy(tmask))
         usable.append((image, image_cf, target))
         used.append(p.patch_id)
@@ -440,7 +440,7 @@ def run_counterfactual(
             centre = (float(rows_.mean()), float(cols_.mean())) if rows_.size else (0.0, 0.0)
             fake = cfx.placebo_mask(moved_px, centre, allowed)
             placebos.append(
-                (image, cfx.remove_cue(p.image, fake, p.valid, protect | cue, radius), target)
+                (image, cfx.remove_cue(image, fake, p.valid, protect | cue, radius), target)
             )
     if not usable:
         return {"cf_status": "skipped", "cf_reason": "; ".join(reasons)}
