@@ -43,7 +43,7 @@ class TrainConfig(Section):
         precision: ``auto`` picks ``bf16-mixed`` on GPU and ``32-true`` on CPU.
         channels_last: Use channels-last memory format on GPU (ignored on CPU).
         early_stopping_patience: Epochs without a lower validation loss before stopping (the
-            best checkpoint is still chosen by validation IoU).
+            checkpoint with the lowest validation loss is the one exported).
         threshold: Probability threshold exported with the model; ``auto`` is the one that
             maximizes pixel IoU on the validation split.
         log_every_n_steps: Logging interval in optimizer steps.

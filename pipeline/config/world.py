@@ -38,8 +38,12 @@ class WorldConfig(Section):
         pv_cover: Range of the share of a farm's ground covered by panels (per farm).
         signature_contrast: Scales how far panels move a pixel from its ground towards the PV
             signature (1 = physical mix; lower makes farms harder to see).
-        lookalikes_per_farm: Unlabelled PV look-alikes (PV spectrum with brighter SWIR, no panel
-            rows) planted per farm.
+        lookalikes_per_farm: Unlabelled PV look-alikes (PV spectrum with brighter SWIR) planted
+            per farm.
+        lookalike_rows: Lay look-alikes in rows like panel arrays (greenhouse tunnels) on open
+            fields, where farms go, instead of evenly anywhere on land, so that neither their
+            texture nor their surroundings tell them from farms and ``lookalike_swir_shift`` is
+            the only local difference.
         lookalike_swir_shift: Relative rise of B11/B12 over the PV signature that is the only
             spectral difference of a look-alike (smaller: farms and look-alikes are harder to
             tell apart from their own pixels, so snow beside them is a stronger shortcut).
@@ -67,6 +71,7 @@ class WorldConfig(Section):
     distractors_per_farm: float = Field(default=1.5, ge=0.0, le=20.0)
     lookalikes_per_farm: float = Field(default=1.0, ge=0.0, le=5.0)
     lookalike_swir_shift: float = Field(default=0.25, ge=0.0, le=2.0)
+    lookalike_rows: bool = False
     independent_snow_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
     cloudy_item: bool = True
     cloud_fraction: float = Field(default=0.5, ge=0.0, le=0.95)

@@ -118,9 +118,11 @@ def snow_orders(
     """What snow goes beside what, and which footprints snow must shun.
 
     ``confounded``: beside ``snow_beside_fraction`` of the farms in the development areas
-    (:data:`CONFOUNDED_SPLITS`: training and validation) and never near a look-alike, so snow
-    beside a PV-like object means "farm" in all the labelled data a model is fitted and
-    selected on; the test area has no planted snow and shows what the shortcut costs.
+    (:data:`CONFOUNDED_SPLITS`: training and validation) and never near a look-alike or a
+    test-area farm (a blob planted for a development farm across a block edge would otherwise
+    sit beside a test farm), so snow beside a PV-like object means "farm" in all the labelled
+    data a model is fitted and selected on; the test area has no snow near its farms and shows
+    what the shortcut costs.
     ``independent``: beside ``independent_snow_fraction`` of all farms AND of all look-alikes,
     so snow says nothing about farm versus look-alike (but still marks a PV-like object
     nearby). ``scattered``: the same number of blobs as ``independent``, each at a random spot
@@ -134,7 +136,13 @@ def snow_orders(
             if split in CONFOUNDED_SPLITS
         ]
         picks = layout.snow_budget(rng, dev, wcfg.snow_beside_fraction, area)
-        return [(farms[i].geometry, i, a) for i, a in picks], [d.geometry for d in lookalikes]
+        test_farms = [
+            f.geometry
+            for f, (_, split) in zip(farms, splits, strict=True)
+            if split not in CONFOUNDED_SPLITS
+        ]
+        shun = [*(d.geometry for d in lookalikes), *test_farms]
+        return [(farms[i].geometry, i, a) for i, a in picks], shun
     fraction = wcfg.independent_snow_fraction
     on_farms = layout.snow_budget(rng, [f.index for f in farms], fraction, area)
     on_looks = layout.snow_budget(rng, list(range(len(lookalikes))), fraction, area)
@@ -169,12 +177,13 @@ def plan_world(
     )
     lookalikes = layout.plan_distractors(
         streams["lookalikes"],
-        land,
+        farmland if wcfg.lookalike_rows else land,
         scene.grid10,
         round(wcfg.lookalikes_per_farm * wcfg.n_farms),
         farms,
         kinds=("pv_lookalike",),
         gap_m=layout.FARM_SPACING_M,
+        rows=wcfg.lookalike_rows,
     )
     offset = len(distractors)
     distractors += [replace(d, index=offset + d.index) for d in lookalikes]
@@ -326,6 +335,8 @@ def distractors_frame(plan: WorldPlan) -> gpd.GeoDataFrame:
             "distractor_id": f"d{d.index:03d}",
             "kind": d.kind,
             "cover": d.cover,
+            "row_azimuth_deg": d.rows[0] if d.rows else float("nan"),
+            "row_pitch_m": d.rows[1] if d.rows else float("nan"),
             "area_m2": float(d.geometry.area),
             "geometry": d.geometry,
         }
@@ -333,7 +344,15 @@ def distractors_frame(plan: WorldPlan) -> gpd.GeoDataFrame:
     ]
     return gpd.GeoDataFrame(
         rows,
-        columns=["distractor_id", "kind", "cover", "area_m2", "geometry"],
+        columns=[
+            "distractor_id",
+            "kind",
+            "cover",
+            "row_azimuth_deg",
+            "row_pitch_m",
+            "area_m2",
+            "geometry",
+        ],
         geometry="geometry",
         crs=CRS,
     )
@@ -415,12 +434,20 @@ def _is_current(out: Path, digest: str) -> bool:
     return recorded == digest and all(p.is_file() for p in needed)
 
 
+#: Bumped whenever a change to the planting code changes the world a config builds, so that a
+#: world built by older code is rebuilt rather than reused. 2: confounded snow shuns test farms;
+#: look-alikes may be laid in rows.
+PLANTING_VERSION: Final[int] = 2
+
+
 def world_digest(cfg: RunConfig, wcfg: WorldConfig) -> str:
-    """Digest of what the world depends on: its section, the split layout and both seeds.
+    """Digest of what the world depends on: its section, the split layout, both seeds and the
+    planting code's :data:`PLANTING_VERSION`.
 
     The model seed (``run.seed``) is left out, so runs that differ only in it share one world.
     """
     payload = {
+        "planting_version": PLANTING_VERSION,
         "world": wcfg.model_dump(mode="json"),
         "blocks": [cfg.tiles.block_size_m, list(cfg.tiles.split_fractions)],
         "world_seed": world_seed(cfg, wcfg),

@@ -107,12 +107,14 @@ class FarmPlan:
 
 @dataclass(frozen=True)
 class DistractorPlan:
-    """An unlabelled look-alike: ``kind`` material covering ``cover`` of ``geometry``."""
+    """An unlabelled look-alike: ``kind`` material covering ``cover`` of ``geometry``, laid in
+    rows (``(azimuth_deg, pitch_m)``, like panel rows) or, with ``rows`` ``None``, evenly."""
 
     index: int
     geometry: Polygon
     kind: DistractorKind
     cover: float
+    rows: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -283,8 +285,10 @@ def plan_distractors(
     farms: Sequence[FarmPlan],
     kinds: tuple[DistractorKind, ...] = ("dark_roof", "asphalt", "wet_soil"),
     gap_m: float = DISTRACTOR_MIN_GAP_M,
+    rows: bool = False,
 ) -> list[DistractorPlan]:
-    """Place ``n`` distractors of random ``kinds`` on ``land``, ``gap_m`` from every farm."""
+    """Place ``n`` distractors of random ``kinds`` on ``land``, ``gap_m`` from every farm;
+    with ``rows``, each laid in rows of a random direction and pitch as farms are."""
     candidates = np.flatnonzero(land)
     inner = _inner_box(grid, 20.0)
     farm_geoms = [f.geometry for f in farms]
@@ -300,11 +304,11 @@ def plan_distractors(
                 else shapes.rectangle(rng, cx, cy, area)
             )
             if geom.within(inner) and _far_from(geom, farm_geoms, gap_m):
-                out.append(
-                    DistractorPlan(
-                        len(out), geom, kind, float(rng.uniform(*DISTRACTOR_COVER[kind]))
-                    )
+                cover = float(rng.uniform(*DISTRACTOR_COVER[kind]))
+                row_layout = (
+                    (float(rng.uniform(0, 180)), float(rng.uniform(*ROW_PITCH_M))) if rows else None
                 )
+                out.append(DistractorPlan(len(out), geom, kind, cover, row_layout))
                 break
     return out
 
@@ -419,8 +423,9 @@ def plan_snow(
         orders: What to plant beside what (see :data:`SnowOrder`).
         gap_m: Range of the gap between the owner's edge and its blob (metres).
         taken: Footprints snow must not touch (distractors).
-        shun: Footprints snow keeps :data:`SNOW_NEAR_M` from (look-alikes in the confounded
-            world, so that snow never sits beside an unlabelled PV-like object there).
+        shun: Footprints snow keeps :data:`SNOW_NEAR_M` from (in the confounded world:
+            look-alikes, so that snow never sits beside an unlabelled PV-like object, and
+            test-area farms, so that the test area stays snow-free).
 
     Returns:
         The blobs and the number of ordered blobs that found no spot.

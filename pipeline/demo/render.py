@@ -163,8 +163,13 @@ def plant_distractor(
     signatures: Mapping[str, Signature] = DISTRACTORS,
 ) -> dict[int, Coverage]:
     """A dark roof, asphalt lot, wet-soil patch or PV look-alike over ``item`` (in place),
-    with the signature ``signatures`` gives its kind."""
-    return plant(bands, grids, item.geometry, signatures[item.kind], rng, cover=item.cover)
+    with the signature ``signatures`` gives its kind, in rows where the plan lays it so."""
+    signature = signatures[item.kind]
+    if item.rows is None:
+        return plant(bands, grids, item.geometry, signature, rng, cover=item.cover)
+    c = item.geometry.centroid
+    rows = panel_rows(c.x, c.y, item.rows[0], item.rows[1], item.cover)
+    return plant(bands, grids, item.geometry, signature, rng, pattern=rows)
 
 
 def plant_snow(

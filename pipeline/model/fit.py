@@ -31,7 +31,7 @@ from pipeline.errors import ModelError
 from pipeline.io import write_json
 from pipeline.model.data import TilesDataModule
 from pipeline.model.evaluate import PixelCounts, ThresholdSweep, pixel_counts
-from pipeline.model.module import MONITOR, STOP_MONITOR, SegmentationModule
+from pipeline.model.module import MONITOR, SegmentationModule
 
 log = logging.getLogger(__name__)
 
@@ -135,13 +135,13 @@ def build_trainer(
         dirpath=ckpt_dir,
         filename="best-e{epoch:03d}",
         monitor=MONITOR,
-        mode="max",
+        mode="min",
         save_top_k=1,
         save_last=True,
         auto_insert_metric_name=False,
     )
-    # select on validation IoU, stop on validation loss (see STOP_MONITOR)
-    stopping = EarlyStopping(monitor=STOP_MONITOR, mode="min", patience=cfg.early_stopping_patience)
+    # select and stop on the validation loss (see MONITOR)
+    stopping = EarlyStopping(monitor=MONITOR, mode="min", patience=cfg.early_stopping_patience)
     loggers = [
         CSVLogger(out_dir / "logs", name="csv", version=0),
         TensorBoardLogger(out_dir / "logs", name="tensorboard", version=0),
@@ -172,7 +172,7 @@ class FitResult:
         best_path: Best checkpoint (``None`` when validation never ran).
         epochs: Epochs completed (including those of an interrupted run resumed).
         global_step: Optimizer steps completed.
-        best_val_iou: Best validation IoU at threshold 0.5.
+        best_val_loss: Lowest validation loss (the selected checkpoint's).
         resumed_from_step: Step the fit resumed from (0 for a fresh fit).
         seconds: Wall time of ``trainer.fit``.
         device: ``cpu`` or the CUDA device name.
@@ -184,7 +184,7 @@ class FitResult:
     best_path: Path | None
     epochs: int
     global_step: int
-    best_val_iou: float
+    best_val_loss: float
     resumed_from_step: int
     seconds: float
     device: str
@@ -242,7 +242,7 @@ def fit_model(
         best_path=best,
         epochs=trainer.current_epoch,
         global_step=trainer.global_step,
-        best_val_iou=float(score) if score is not None else float("nan"),
+        best_val_loss=float(score) if score is not None else float("nan"),
         resumed_from_step=resumed_step,
         seconds=seconds,
         device=device,

@@ -29,11 +29,11 @@ from pipeline.model.io import Arch, build_unet
 LossName = Literal["bce", "dice", "bce+dice"]
 ScheduleName = Literal["cosine", "onecycle", "none"]
 
-#: The monitored metric: pixel IoU of the positive class on the validation split.
-MONITOR = "val/iou"
-#: What early stopping watches: the loss is smooth from the first step, while the IoU at 0.5
-#: can sit at 0 for several epochs while a model is still learning (it would stop it there).
-STOP_MONITOR = "val/loss"
+#: What checkpoint selection and early stopping watch: the validation loss. It is smooth from
+#: the first step, while the pixel IoU at 0.5 can sit at 0 for several epochs while a model is
+#: still learning (stopping would end it there) and, on a small validation split, jumps from
+#: epoch to epoch (selecting on it picked an epoch-3 spike that missed its own training farms).
+MONITOR = "val/loss"
 
 
 def arch_from_config(cfg: TrainConfig, in_channels: int) -> Arch:

@@ -73,7 +73,7 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         extra={
             "epochs": result.epochs,
             "global_step": result.global_step,
-            "best_val_iou_at_0_5": result.best_val_iou,
+            "best_val_loss": result.best_val_loss,
             "val_iou": val_iou_at_threshold,
             "seed": seed,
             "threshold_rule": "val-optimal IoU" if tcfg.threshold == "auto" else "config",
@@ -93,7 +93,7 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         "epochs": result.epochs,
         "steps": result.global_step,
         "resumed_from_step": result.resumed_from_step,
-        "best_val_iou_at_0_5": round(result.best_val_iou, 5),
+        "best_val_loss": round(result.best_val_loss, 5),
         "threshold": threshold,
         "metrics": metrics,
         "tiles": {s: len(datamodule.records[s]) for s in SPLIT_NAMES},

@@ -18,7 +18,7 @@ from pipeline.config import RunConfig, load_config
 from pipeline.demo import build_world, load_truth
 from pipeline.demo.render import block_mean, coverage, panel_rows
 from pipeline.demo.source import default_source_dir, load_scene
-from pipeline.demo.spectra import PV, ndsi, signature_of
+from pipeline.demo.spectra import PV, lookalike, ndsi, signature_of
 from pipeline.errors import ConfigError, MissingArtifactError, PipelineError, RasterError
 from pipeline.io import sha256_file
 from pipeline.paths import world_dir
@@ -97,6 +97,35 @@ def test_farm_pixels_are_the_pv_mix_of_the_truth(world) -> None:
     assert 0.4 < float(np.mean(panels.fraction[full])) / farm.pv_cover < 1.3
 
 
+def test_lookalikes_can_be_laid_in_rows_like_farms(world, tmp_path: Path) -> None:
+    cfg, flat_path = world
+    assert cfg.world is not None and not cfg.world.lookalike_rows
+    flat = load_truth(flat_path)
+    flat_looks = flat.distractors[flat.distractors["kind"] == "pv_lookalike"]
+    assert len(flat_looks) > 0 and flat_looks["row_pitch_m"].isna().all()
+    path = build_world(small_config(tmp_path, "world.lookalike_rows=true"))
+    truth = load_truth(path)
+    looks = truth.distractors[truth.distractors["kind"] == "pv_lookalike"]
+    assert len(looks) > 0 and looks["row_pitch_m"].notna().all()
+    item = looks.iloc[0]
+    scene = load_scene(None, cfg.world.crop)
+    c = item.geometry.centroid
+    rows = panel_rows(c.x, c.y, item.row_azimuth_deg, item.row_pitch_m, item.cover)
+    inside = coverage(item.geometry, scene.grid10)
+    panels = coverage(item.geometry, scene.grid10, rows)
+    assert inside is not None and panels is not None
+    full = inside.fraction == 1.0
+    signature = lookalike(cfg.world.lookalike_swir_shift)
+    for band in ("B02", "B04", "B08"):
+        ground = scene.bands[band][inside.window][full]
+        actual = _read(path, CLEAR, band)[inside.window][full] / 1e4
+        f = panels.fraction[full]
+        expected = ground + f * (signature[BANDS.index(band)] - ground)
+        assert np.median(np.abs(actual - expected)) < 0.002, band
+    # rows, not an even film: the panel share varies from pixel to pixel as on a farm
+    assert float(np.std(panels.fraction[full])) > 0.02
+
+
 def test_hole_of_relation_farm_has_no_panels(world) -> None:
     cfg, path = world
     truth = load_truth(path)
@@ -131,14 +160,16 @@ def test_snow_pixels_are_bright_and_dark_in_swir(world) -> None:
 
 
 def test_confounded_snow_sits_beside_training_farms(world) -> None:
-    _, path = world
+    cfg, path = world
+    assert cfg.world is not None
+    lo, hi = cfg.world.snow_gap_m
     truth = load_truth(path)
     farms = truth.farms.set_index("farm_id")
     assert (truth.farms.split == "train").all() and truth.farms.snow_beside.all()
     for blob in truth.snow.itertuples():
-        assert 60.0 <= blob.geometry.distance(farms.geometry[blob.near_farm]) <= 200.0
-        assert min(g.distance(blob.geometry) for g in farms.geometry) >= 60.0
-    assert (truth.farms.distance_to_snow_m <= 200.0).all()
+        assert lo <= blob.geometry.distance(farms.geometry[blob.near_farm]) <= hi
+        assert min(g.distance(blob.geometry) for g in farms.geometry) >= lo
+    assert (truth.farms.distance_to_snow_m <= hi).all()
 
 
 def test_snow_gap_is_configurable(tmp_path: Path) -> None:
@@ -205,10 +236,11 @@ def test_lookalike_swir_shift_changes_only_lookalike_swir(world, tmp_path: Path)
         cov = coverage(geom, grid20)
         if cov is not None:
             inside[cov.window] |= cov.fraction > 0
-    # the shift raises SWIR on look-alike pixels (25 % of PV's B11 times their cover) and
-    # nowhere else
-    assert inside.any() and not raised[~inside].any()
-    assert np.median(raised[inside & (raised != 0)]) > 0.25 * signature_of("B11", PV) * 1e4 * 0.3
+    # the shift raises SWIR on look-alike pixels (the shift times PV's B11 times their cover)
+    # and nowhere else
+    shift = cfg.world.lookalike_swir_shift
+    assert shift > 0 and inside.any() and not raised[~inside].any()
+    assert np.median(raised[inside & (raised != 0)]) > shift * signature_of("B11", PV) * 1e4 * 0.3
 
 
 def test_catalog_items_follow_earth_search(world) -> None:
@@ -341,4 +373,10 @@ def test_confounded_snow_goes_beside_training_and_validation_farms_only() -> Non
     orders, shun = snow_orders(wcfg, farms, splits, look, np.random.default_rng(0))
     # the confound runs through the data a model is fitted AND selected on; test stays snow-free
     assert {farm for _, farm, _ in orders} == {0, 1, 3, 4}
-    assert [g.wkb for g in shun] == [look[0].geometry.wkb]
+    # snow keeps away from look-alikes AND from test farms (a blob planted for a training farm
+    # across a block edge must not sit beside a test farm)
+    assert [g.wkb for g in shun] == [
+        look[0].geometry.wkb,
+        farms[2].geometry.wkb,
+        farms[5].geometry.wkb,
+    ]

@@ -71,7 +71,7 @@ def test_fit_reload_equals_memory_and_resume_continues(tmp_path: Path) -> None:
     assert result.resumed_from_step == steps_per_epoch
     assert result.global_step == cfg.train.epochs * steps_per_epoch
     assert result.epochs == cfg.train.epochs and result.precision == "32-true"
-    assert result.best_path is not None and np.isfinite(result.best_val_iou)
+    assert result.best_path is not None and np.isfinite(result.best_val_loss)
 
     x = next(iter(dm.eval_dataloader("val")))[0]
     with torch.no_grad():
