@@ -151,18 +151,13 @@ NEAR_SNOW_M = 200.0
 def _subsets(grp: pd.DataFrame) -> dict[str, Any]:
     """Targets and flagged-and-confirmed fraction among the farms snow was planted beside,
     and among those with snow within :data:`NEAR_SNOW_M` (planted or by chance)."""
+    masks: dict[str, pd.Series] = {}
+    if "snow_planted" in grp:
+        masks["planted"] = grp["snow_planted"].fillna(False).astype(bool)
+    if "distance_to_snow_m" in grp:
+        masks["near"] = pd.to_numeric(grp["distance_to_snow_m"], errors="coerce") <= NEAR_SNOW_M
     out: dict[str, Any] = {}
-    subsets = {
-        "planted": grp["snow_planted"].fillna(False).astype(bool)
-        if "snow_planted" in grp
-        else None,
-        "near": pd.to_numeric(grp["distance_to_snow_m"], errors="coerce") <= NEAR_SNOW_M
-        if "distance_to_snow_m" in grp
-        else None,
-    }
-    for name, mask in subsets.items():
-        if mask is None:
-            continue
+    for name, mask in masks.items():
         sel = grp[mask]
         out[f"{name}_targets"] = len(sel)
         out[f"{name}_confirmed_fraction"] = float(sel["confirmed"].mean()) if len(sel) else None
@@ -238,7 +233,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
         "| variant | seeds | snow-bearing farm targets | flagged | flagged + confirmed | "
         "same, without the log-odds test | same, without the placebo control | "
         "mean Δ probability | mean Δ log-odds | mean Δ log-odds, placebo | "
-        "snow within 200 m: targets, flagged + confirmed | accepted |",
+        f"snow within {NEAR_SNOW_M:.0f} m: targets, flagged + confirmed | accepted |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for variant, s in summary.items():
