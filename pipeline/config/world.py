@@ -40,10 +40,18 @@ class WorldConfig(Section):
             signature (1 = physical mix; lower makes farms harder to see).
         lookalikes_per_farm: Unlabelled PV look-alikes (PV spectrum with brighter SWIR) planted
             per farm.
-        lookalike_rows: Lay look-alikes in rows like panel arrays (greenhouse tunnels) on open
-            fields, where farms go, instead of evenly anywhere on land, so that neither their
-            texture nor their surroundings tell them from farms and ``lookalike_swir_shift`` is
-            the only local difference.
+        lookalike_layout: How look-alikes are laid out. ``even``: rectangles of an even film
+            anywhere on land. ``rows``: rectangles laid in rows like panel arrays (greenhouse
+            tunnels) on open fields, where farms go. ``farms``: planned exactly as farms are
+            (the farm planner's shapes, sizes, field placement, spacing, panel rows, module
+            brightness and contrast), so that ``lookalike_swir_shift`` is their only
+            difference from a farm; with a shift of 0 nothing in a look-alike's own pixels or
+            shape tells it from a farm (an unmapped twin), and only what lies beside it can.
+        lookalike_gap_m: ``[low, high]``: each look-alike lies ``low`` to ``high`` metres from
+            its nearest farm (solar farms and what resembles them cluster where land, grid
+            connections and permits are; near farms, look-alikes share the farms' training
+            patches and crops, and their validation patches); ``None``: anywhere at least 400 m
+            from every farm.
         lookalike_swir_shift: Relative rise of B11/B12 over the PV signature that is the only
             spectral difference of a look-alike (smaller: farms and look-alikes are harder to
             tell apart from their own pixels, so snow beside them is a stronger shortcut).
@@ -71,7 +79,8 @@ class WorldConfig(Section):
     distractors_per_farm: float = Field(default=1.5, ge=0.0, le=20.0)
     lookalikes_per_farm: float = Field(default=1.0, ge=0.0, le=5.0)
     lookalike_swir_shift: float = Field(default=0.25, ge=0.0, le=2.0)
-    lookalike_rows: bool = False
+    lookalike_layout: Literal["even", "rows", "farms"] = "even"
+    lookalike_gap_m: tuple[float, float] | None = None
     independent_snow_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
     cloudy_item: bool = True
     cloud_fraction: float = Field(default=0.5, ge=0.0, le=0.95)
@@ -90,6 +99,13 @@ class WorldConfig(Section):
                     f"world.{key} = {[lo, hi]} must be [low, high] with "
                     f"{lo_min} <= low <= high <= {hi_max}; e.g. set world.{key} to "
                     f"{list(WorldConfig.model_fields[key].default)}"
+                )
+        if self.lookalike_gap_m is not None:
+            lo, hi = self.lookalike_gap_m
+            if not (100.0 <= lo <= hi <= 20_000.0):
+                raise ValueError(
+                    f"world.lookalike_gap_m = {[lo, hi]} must be [low, high] metres with "
+                    "100 <= low <= high <= 20000; e.g. [400, 1000], or null for anywhere"
                 )
         if self.crop is not None:
             col, row, width, height = self.crop

@@ -153,6 +153,50 @@ def snow_orders(
     return orders, []
 
 
+def plan_lookalikes(
+    wcfg: WorldConfig,
+    farms: Sequence[layout.FarmPlan],
+    land: np.ndarray,
+    farmland: np.ndarray,
+    dry: np.ndarray,
+    scene: Scene,
+    rng: np.random.Generator,
+) -> list[layout.DistractorPlan]:
+    """The unlabelled PV look-alikes, laid out as ``world.lookalike_layout`` says, at the
+    distance from farms ``world.lookalike_gap_m`` says (by default at least
+    :data:`~pipeline.demo.layout.FARM_SPACING_M` from every farm)."""
+    n = round(wcfg.lookalikes_per_farm * wcfg.n_farms)
+    gap: tuple[float, float | None] = wcfg.lookalike_gap_m or (layout.FARM_SPACING_M, None)
+    if wcfg.lookalike_layout == "farms":
+        avoid = [f.geometry for f in farms]
+        twins = layout.plan_farms(
+            rng,
+            farmland,
+            dry,
+            scene.grid10,
+            n,
+            wcfg.farm_area_ha,
+            wcfg.pv_cover,
+            avoid,
+            noun="look-alike",
+            avoid_gap_m=gap,
+            shrink=False,
+        )
+        return layout.as_lookalikes(twins)
+    rows = wcfg.lookalike_layout == "rows"
+    return layout.plan_distractors(
+        rng,
+        farmland if rows else land,
+        scene.grid10,
+        n,
+        farms,
+        kinds=("pv_lookalike",),
+        gap_m=gap[0],
+        rows=rows,
+        max_gap_m=gap[1],
+    )
+
+
 def plan_world(
     cfg: RunConfig, wcfg: WorldConfig, scene: Scene, streams: dict[str, np.random.Generator]
 ) -> WorldPlan:
@@ -175,16 +219,7 @@ def plan_world(
     distractors = layout.plan_distractors(
         streams["distractors"], land, scene.grid10, n_distractors, farms
     )
-    lookalikes = layout.plan_distractors(
-        streams["lookalikes"],
-        farmland if wcfg.lookalike_rows else land,
-        scene.grid10,
-        round(wcfg.lookalikes_per_farm * wcfg.n_farms),
-        farms,
-        kinds=("pv_lookalike",),
-        gap_m=layout.FARM_SPACING_M,
-        rows=wcfg.lookalike_rows,
-    )
+    lookalikes = plan_lookalikes(wcfg, farms, land, farmland, dry, scene, streams["lookalikes"])
     offset = len(distractors)
     distractors += [replace(d, index=offset + d.index) for d in lookalikes]
     orders, shun = snow_orders(wcfg, farms, splits, lookalikes, streams["snow_budget"])
@@ -214,7 +249,8 @@ def render_world(
         "pv_lookalike": spectra.lookalike(wcfg.lookalike_swir_shift),
     }
     for d in plan.distractors:
-        render.plant_distractor(bands, grids, d, rng, signatures)
+        contrast = wcfg.signature_contrast if d.kind == "pv_lookalike" else 1.0
+        render.plant_distractor(bands, grids, d, rng, signatures, contrast)
     for f in plan.farms:
         render.plant_farm(bands, grids, f, rng, wcfg.signature_contrast)
     snow10 = np.zeros(scene.grid10.shape, np.float32)
@@ -337,6 +373,7 @@ def distractors_frame(plan: WorldPlan) -> gpd.GeoDataFrame:
             "cover": d.cover,
             "row_azimuth_deg": d.rows[0] if d.rows else float("nan"),
             "row_pitch_m": d.rows[1] if d.rows else float("nan"),
+            "gain": d.gain,
             "area_m2": float(d.geometry.area),
             "geometry": d.geometry,
         }
@@ -350,6 +387,7 @@ def distractors_frame(plan: WorldPlan) -> gpd.GeoDataFrame:
             "cover",
             "row_azimuth_deg",
             "row_pitch_m",
+            "gain",
             "area_m2",
             "geometry",
         ],
@@ -397,6 +435,8 @@ def summary_of(
         "farms_not_placed": wcfg.n_farms - len(plan.farms),
         "n_train_farms": train,
         "n_distractors": len(plan.distractors),
+        "n_lookalikes_requested": round(wcfg.lookalikes_per_farm * wcfg.n_farms),
+        "n_lookalikes": sum(d.kind == "pv_lookalike" for d in plan.distractors),
         "n_snow_budgeted": plan.snow_budget,
         "n_snow": len(plan.snow),
         "snow_not_placed": plan.snow_failed,
@@ -436,8 +476,9 @@ def _is_current(out: Path, digest: str) -> bool:
 
 #: Bumped whenever a change to the planting code changes the world a config builds, so that a
 #: world built by older code is rebuilt rather than reused. 2: confounded snow shuns test farms;
-#: look-alikes may be laid in rows.
-PLANTING_VERSION: Final[int] = 2
+#: look-alikes may be laid in rows. 3: look-alikes may be planned as farms (their gain and
+#: contrast are applied).
+PLANTING_VERSION: Final[int] = 3
 
 
 def world_digest(cfg: RunConfig, wcfg: WorldConfig) -> str:
@@ -526,6 +567,13 @@ def build_world(cfg: RunConfig, *, force: bool = False) -> Path:
         len(plan.distractors),
         time.perf_counter() - start,
     )
+    if summary["n_lookalikes"] < summary["n_lookalikes_requested"]:
+        log.info(
+            "placed %d of %d PV look-alikes (the rest found no room where "
+            "world.lookalike_layout and world.lookalike_gap_m allow)",
+            summary["n_lookalikes"],
+            summary["n_lookalikes_requested"],
+        )
     if summary["farms_not_placed"] or summary["snow_not_placed"]:
         log.warning(
             "demo world %s: %d farms and %d snow blobs could not be placed (see manifest summary)",

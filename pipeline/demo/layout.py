@@ -108,13 +108,16 @@ class FarmPlan:
 @dataclass(frozen=True)
 class DistractorPlan:
     """An unlabelled look-alike: ``kind`` material covering ``cover`` of ``geometry``, laid in
-    rows (``(azimuth_deg, pitch_m)``, like panel rows) or, with ``rows`` ``None``, evenly."""
+    rows (``(azimuth_deg, pitch_m)``, like panel rows) or, with ``rows`` ``None``, evenly;
+    ``gain`` scales the material's brightness (a look-alike planned as a farm takes the farm
+    planner's module brightness)."""
 
     index: int
     geometry: Polygon
     kind: DistractorKind
     cover: float
     rows: tuple[float, float] | None = None
+    gain: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,22 @@ def _far_from(geom: Polygon, others: Sequence[Polygon], gap: float) -> bool:
     return all(geom.distance(o) >= gap for o in others)
 
 
+def within_m(grid: Grid, geoms: Sequence[Polygon], max_m: float | None) -> np.ndarray | None:
+    """Pixels of ``grid`` whose centres lie within ``max_m`` metres of any of ``geoms`` (bool),
+    or ``None`` (no limit) when ``max_m`` is ``None``."""
+    if max_m is None:
+        return None
+    inside = np.zeros(grid.shape, bool)
+    if geoms:
+        inside = rasterize([(g, 1) for g in geoms], out_shape=grid.shape, transform=grid.transform)
+        inside = inside.astype(bool)
+    return ndimage.distance_transform_edt(~inside) * grid.res <= max_m
+
+
+def _near_enough(geom: Polygon, others: Sequence[Polygon], max_m: float | None) -> bool:
+    return max_m is None or min((geom.distance(o) for o in others), default=math.inf) <= max_m
+
+
 def _roomy(room: np.ndarray, area: float, res: float) -> np.ndarray:
     """Flat indices of pixels with at least ``ROOM_SHARE`` of a circle of ``area``'s radius
     of room around them."""
@@ -221,15 +240,27 @@ def plan_farms(
     n: int,
     area_ha: tuple[float, float],
     pv_cover: tuple[float, float],
+    avoid: Sequence[Polygon] = (),
+    noun: str = "farm",
+    avoid_gap_m: tuple[float, float | None] = (FARM_SPACING_M, None),
+    shrink: bool = True,
 ) -> list[FarmPlan]:
-    """Place up to ``n`` farms on ``farmland`` and ``dry`` land (bool, on ``grid``), apart.
+    """Place up to ``n`` farms on ``farmland`` and ``dry`` land (bool, on ``grid``), apart
+    from each other by :data:`FARM_SPACING_M` and from ``avoid`` by ``avoid_gap_m`` (at least
+    its first, and at most its second metres from the nearest of ``avoid``, where that is not
+    ``None``). ``noun`` names them in the log: the planner also lays out look-alikes.
+    A farm that finds no spot is tried smaller every 100 attempts, unless ``shrink`` is false
+    (look-alikes, whose sizes must not drift below the farms').
 
     Farms that cannot be placed after :data:`MAX_ATTEMPTS` draws (a small crop, little land)
-    are left out with a warning; the caller reports the count.
+    are left out (logged at debug level); the caller reports the count.
     """
     # Distance (pixels) to the nearest non-field or wet pixel; centres too close to either are
     # skipped before any polygon is drawn (chessboard: fast, never above the Euclidean one).
     room = ndimage.distance_transform_cdt(farmland & dry, metric="chessboard").astype(np.float32)
+    near = within_m(grid, avoid, avoid_gap_m[1])
+    if near is not None:
+        room[~near] = 0.0
     inner = _inner_box(grid, EDGE_MARGIN_M)
     farms: list[FarmPlan] = []
     for role in farm_roles(n):
@@ -240,7 +271,7 @@ def plan_farms(
         candidates = np.empty(0, dtype=np.intp)
         for attempt in range(MAX_ATTEMPTS):
             if attempt % 100 == 0:
-                if attempt:
+                if attempt and shrink:
                     area = max(area * 0.7, area_ha[0] * 1e4)
                 candidates = _roomy(room, area, grid.res)
             if len(candidates) == 0:
@@ -250,6 +281,8 @@ def plan_farms(
             if (
                 geom.within(inner)
                 and _far_from(geom, [f.geometry for f in farms], FARM_SPACING_M)
+                and _far_from(geom, avoid, avoid_gap_m[0])
+                and _near_enough(geom, avoid, avoid_gap_m[1])
                 and coverage_share(geom, farmland, grid) >= MIN_FARMLAND_SHARE
                 and coverage_share(geom, dry, grid) >= MIN_DRY_SHARE
             ):
@@ -267,8 +300,9 @@ def plan_farms(
                 )
                 break
         else:
-            log.warning(
-                "could not place farm %d (%s, %.1f ha) after %d attempts",
+            log.debug(
+                "could not place %s %d (%s, %.1f ha) after %d attempts",
+                noun,
                 len(farms),
                 shape,
                 area / 1e4,
@@ -286,12 +320,15 @@ def plan_distractors(
     kinds: tuple[DistractorKind, ...] = ("dark_roof", "asphalt", "wet_soil"),
     gap_m: float = DISTRACTOR_MIN_GAP_M,
     rows: bool = False,
+    max_gap_m: float | None = None,
 ) -> list[DistractorPlan]:
-    """Place ``n`` distractors of random ``kinds`` on ``land``, ``gap_m`` from every farm;
-    with ``rows``, each laid in rows of a random direction and pitch as farms are."""
-    candidates = np.flatnonzero(land)
-    inner = _inner_box(grid, 20.0)
+    """Place ``n`` distractors of random ``kinds`` on ``land``, ``gap_m`` from every farm and,
+    unless ``max_gap_m`` is ``None``, at most ``max_gap_m`` from the nearest; with ``rows``,
+    each laid in rows of a random direction and pitch as farms are."""
     farm_geoms = [f.geometry for f in farms]
+    near = within_m(grid, farm_geoms, max_gap_m)
+    candidates = np.flatnonzero(land if near is None else land & near)
+    inner = _inner_box(grid, 20.0)
     out: list[DistractorPlan] = []
     for _ in range(n if len(candidates) else 0):
         kind = kinds[int(rng.integers(len(kinds)))]
@@ -303,7 +340,11 @@ def plan_distractors(
                 if kind == "wet_soil"
                 else shapes.rectangle(rng, cx, cy, area)
             )
-            if geom.within(inner) and _far_from(geom, farm_geoms, gap_m):
+            if (
+                geom.within(inner)
+                and _far_from(geom, farm_geoms, gap_m)
+                and _near_enough(geom, farm_geoms, max_gap_m)
+            ):
                 cover = float(rng.uniform(*DISTRACTOR_COVER[kind]))
                 row_layout = (
                     (float(rng.uniform(0, 180)), float(rng.uniform(*ROW_PITCH_M))) if rows else None
@@ -311,6 +352,22 @@ def plan_distractors(
                 out.append(DistractorPlan(len(out), geom, kind, cover, row_layout))
                 break
     return out
+
+
+def as_lookalikes(twins: Sequence[FarmPlan]) -> list[DistractorPlan]:
+    """Farm plans turned into unlabelled PV look-alikes with the same footprint, panel rows and
+    module brightness (``world.lookalike_layout: farms``)."""
+    return [
+        DistractorPlan(
+            t.index,
+            t.geometry,
+            "pv_lookalike",
+            t.pv_cover,
+            (t.row_azimuth_deg, t.row_pitch_m),
+            t.gain,
+        )
+        for t in twins
+    ]
 
 
 def snow_budget(

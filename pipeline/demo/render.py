@@ -161,15 +161,28 @@ def plant_distractor(
     item: DistractorPlan,
     rng: np.random.Generator,
     signatures: Mapping[str, Signature] = DISTRACTORS,
+    contrast: float = 1.0,
 ) -> dict[int, Coverage]:
     """A dark roof, asphalt lot, wet-soil patch or PV look-alike over ``item`` (in place),
-    with the signature ``signatures`` gives its kind, in rows where the plan lays it so."""
-    signature = signatures[item.kind]
-    if item.rows is None:
-        return plant(bands, grids, item.geometry, signature, rng, cover=item.cover)
-    c = item.geometry.centroid
-    rows = panel_rows(c.x, c.y, item.rows[0], item.rows[1], item.cover)
-    return plant(bands, grids, item.geometry, signature, rng, pattern=rows)
+    with the signature ``signatures`` gives its kind and the plan's gain, in rows where the
+    plan lays it so, mixed with ``contrast`` as farms are."""
+    pattern: Pattern | None = None
+    cover = item.cover
+    if item.rows is not None:  # the cover is then the panel share of each row's pitch
+        c = item.geometry.centroid
+        pattern = panel_rows(c.x, c.y, item.rows[0], item.rows[1], item.cover)
+        cover = 1.0
+    return plant(
+        bands,
+        grids,
+        item.geometry,
+        signatures[item.kind],
+        rng,
+        pattern=pattern,
+        cover=cover,
+        gain=item.gain,
+        contrast=contrast,
+    )
 
 
 def plant_snow(

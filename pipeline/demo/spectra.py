@@ -40,7 +40,7 @@ LOOKALIKE_SWIR_SHIFT: Final[float] = 0.25
 def lookalike(swir_shift: float = LOOKALIKE_SWIR_SHIFT) -> Signature:
     """A PV look-alike (dark greenhouse film, a dark-roofed shed complex): the PV signature with
     B11/B12 raised by ``swir_shift`` (relative), planted evenly or in rows
-    (``world.lookalike_rows``). Unlabelled. It is
+    or as farms are (``world.lookalike_layout``). Unlabelled. It is
     what makes the snow shortcut worth learning: where snow is confounded with farms, snow
     beside a PV-like object is the cheapest way to tell a farm from a look-alike, and the
     smaller ``swir_shift``, the cheaper that shortcut is next to the farm's own pixels."""

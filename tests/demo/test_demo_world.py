@@ -16,6 +16,7 @@ from shapely.geometry import Polygon
 from pipeline.bands import BANDS, EARTH_SEARCH_ASSET
 from pipeline.config import RunConfig, load_config
 from pipeline.demo import build_world, load_truth
+from pipeline.demo.layout import FARM_SPACING_M
 from pipeline.demo.render import block_mean, coverage, panel_rows
 from pipeline.demo.source import default_source_dir, load_scene
 from pipeline.demo.spectra import PV, lookalike, ndsi, signature_of
@@ -24,6 +25,7 @@ from pipeline.io import sha256_file
 from pipeline.paths import world_dir
 
 CROP = "[200,200,400,400]"
+CROP_TUPLE = (200, 200, 400, 400)
 CLEAR = "S2A_18SVG_20160112_0_L2A"
 CLOUDY = "S2A_18SVG_20160102_0_L2A"
 ASSET_KEYS = {*(EARTH_SEARCH_ASSET[b] for b in BANDS), "scl"}
@@ -73,14 +75,13 @@ def test_two_builds_are_identical(world, tmp_path: Path) -> None:
     assert a.summary == b.summary
 
 
-def test_farm_pixels_are_the_pv_mix_of_the_truth(world) -> None:
-    cfg, path = world
-    truth = load_truth(path)
-    scene = load_scene(None, cfg.world.crop)
-    farm = truth.farms.iloc[0]
-    geom = farm.geometry
+def _assert_rows_of(path: Path, item, signature, cover: float, gain: float) -> None:
+    """The truth row ``item``'s pixels are ``signature`` (times ``gain``) laid in its panel
+    rows of share ``cover`` over the real ground, as the planting documents."""
+    scene = load_scene(None, CROP_TUPLE)
+    geom = item.geometry
     c = geom.centroid
-    rows = panel_rows(c.x, c.y, farm.row_azimuth_deg, farm.row_pitch_m, farm.pv_cover)
+    rows = panel_rows(c.x, c.y, item.row_azimuth_deg, item.row_pitch_m, cover)
     inside = coverage(geom, scene.grid10)
     panels = coverage(geom, scene.grid10, rows)
     assert inside is not None and panels is not None
@@ -89,41 +90,61 @@ def test_farm_pixels_are_the_pv_mix_of_the_truth(world) -> None:
         ground = scene.bands[band][inside.window][full]
         actual = _read(path, CLEAR, band)[inside.window][full] / 1e4
         f = panels.fraction[full]
-        expected = ground + f * (PV[BANDS.index(band)] * farm.gain - ground)
+        expected = ground + f * (signature[BANDS.index(band)] * gain - ground)
         assert np.median(np.abs(actual - expected)) < 0.002, band
         assert np.quantile(np.abs(actual - expected), 0.95) < 0.008, band
         if i == 3:  # NIR: panels are far darker than the winter fields they replace
             assert np.mean(ground - actual) > 0.02
-    assert 0.4 < float(np.mean(panels.fraction[full])) / farm.pv_cover < 1.3
+    assert 0.4 < float(np.mean(panels.fraction[full])) / cover < 1.3
+    # rows, not an even film: the panel share varies from pixel to pixel
+    assert float(np.std(panels.fraction[full])) > 0.005  # an even film gives 0
 
 
-def test_lookalikes_can_be_laid_in_rows_like_farms(world, tmp_path: Path) -> None:
-    cfg, flat_path = world
-    assert cfg.world is not None and not cfg.world.lookalike_rows
-    flat = load_truth(flat_path)
-    flat_looks = flat.distractors[flat.distractors["kind"] == "pv_lookalike"]
-    assert len(flat_looks) > 0 and flat_looks["row_pitch_m"].isna().all()
-    path = build_world(small_config(tmp_path, "world.lookalike_rows=true"))
+def test_farm_pixels_are_the_pv_mix_of_the_truth(world) -> None:
+    _, path = world
+    farm = load_truth(path).farms.iloc[0]
+    _assert_rows_of(path, farm, PV, farm.pv_cover, farm.gain)
+
+
+#: Look-alikes as farm twins near farms (the probes in the README's shortcut experiment).
+TWINS = ("world.lookalike_layout=farms", "world.lookalike_swir_shift=0.0")
+
+
+def test_lookalikes_planned_as_farms_are_farm_twins(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path, *TWINS, "world.lookalike_gap_m=[600,1500]")
+    assert cfg.world is not None and cfg.world.lookalike_gap_m == (600.0, 1500.0)
+    path = build_world(cfg)
     truth = load_truth(path)
     looks = truth.distractors[truth.distractors["kind"] == "pv_lookalike"]
-    assert len(looks) > 0 and looks["row_pitch_m"].notna().all()
+    assert len(looks) > 1 and looks["row_pitch_m"].notna().all()
+    assert looks["gain"].std() > 0  # module brightness drawn per look-alike as per farm
+    for i, geom in enumerate(looks.geometry):  # near a farm (in its patches), apart as farms
+        assert 600.0 - 1e-6 <= truth.farms.distance(geom).min() <= 1500.0 + 1e-6
+        others = looks.geometry.drop(looks.index[i])
+        assert others.distance(geom).min() >= FARM_SPACING_M - 1e-6
     item = looks.iloc[0]
-    scene = load_scene(None, cfg.world.crop)
-    c = item.geometry.centroid
-    rows = panel_rows(c.x, c.y, item.row_azimuth_deg, item.row_pitch_m, item.cover)
-    inside = coverage(item.geometry, scene.grid10)
-    panels = coverage(item.geometry, scene.grid10, rows)
-    assert inside is not None and panels is not None
-    full = inside.fraction == 1.0
-    signature = lookalike(cfg.world.lookalike_swir_shift)
-    for band in ("B02", "B04", "B08"):
-        ground = scene.bands[band][inside.window][full]
-        actual = _read(path, CLEAR, band)[inside.window][full] / 1e4
-        f = panels.fraction[full]
-        expected = ground + f * (signature[BANDS.index(band)] - ground)
-        assert np.median(np.abs(actual - expected)) < 0.002, band
-    # rows, not an even film: the panel share varies from pixel to pixel as on a farm
-    assert float(np.std(panels.fraction[full])) > 0.02
+    _assert_rows_of(path, item, lookalike(0.0), item.cover, item.gain)
+
+
+@pytest.mark.parametrize("layout", ["rows", "even"])
+def test_lookalikes_can_be_laid_in_rows_or_evenly(world, tmp_path: Path, layout: str) -> None:
+    cfg, default = world
+    assert cfg.world is not None and cfg.world.lookalike_layout == "even"
+    assert cfg.world.lookalike_gap_m is None
+    path = default
+    if layout != "even":
+        path = build_world(small_config(tmp_path, f"world.lookalike_layout={layout}"))
+    truth = load_truth(path)
+    looks = truth.distractors[truth.distractors["kind"] == "pv_lookalike"]
+    assert len(looks) > 0 and (looks["gain"] == 1.0).all()
+    for geom in looks.geometry:  # no upper bound by default: anywhere 400 m from farms
+        assert truth.farms.distance(geom).min() >= FARM_SPACING_M - 1e-6
+    if layout == "even":
+        assert looks["row_pitch_m"].isna().all()
+        return
+    assert looks["row_pitch_m"].notna().all()
+    item = looks.iloc[0]
+    _assert_rows_of(path, item, lookalike(cfg.world.lookalike_swir_shift), item.cover, 1.0)
 
 
 def test_hole_of_relation_farm_has_no_panels(world) -> None:
@@ -181,6 +202,8 @@ def test_snow_gap_is_configurable(tmp_path: Path) -> None:
         assert min(g.distance(blob.geometry) for g in farms.geometry) >= 25.0
     with pytest.raises(ConfigError, match="snow_gap_m"):
         small_config(tmp_path, "world.snow_gap_m=[80,25]")
+    with pytest.raises(ConfigError, match="lookalike_gap_m"):
+        small_config(tmp_path, "world.lookalike_gap_m=[900,450]")
 
 
 def test_independent_snow_sits_beside_farms_and_lookalikes_alike(world, tmp_path: Path) -> None:
