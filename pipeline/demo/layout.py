@@ -199,8 +199,11 @@ def within_m(grid: Grid, geoms: Sequence[Polygon], max_m: float | None) -> np.nd
     return ndimage.distance_transform_edt(~inside) * grid.res <= max_m
 
 
-def _near_enough(geom: Polygon, others: Sequence[Polygon], max_m: float | None) -> bool:
-    return max_m is None or min((geom.distance(o) for o in others), default=math.inf) <= max_m
+def _gap_within(geom: Polygon, others: Sequence[Polygon], low: float, high: float | None) -> bool:
+    """``geom`` is at least ``low`` from every one of ``others`` and, unless ``high`` is
+    ``None``, at most ``high`` from the nearest (one distance per other)."""
+    nearest = min((geom.distance(o) for o in others), default=math.inf)
+    return nearest >= low and (high is None or nearest <= high)
 
 
 def _roomy(room: np.ndarray, area: float, res: float) -> np.ndarray:
@@ -281,8 +284,7 @@ def plan_farms(
             if (
                 geom.within(inner)
                 and _far_from(geom, [f.geometry for f in farms], FARM_SPACING_M)
-                and _far_from(geom, avoid, avoid_gap_m[0])
-                and _near_enough(geom, avoid, avoid_gap_m[1])
+                and _gap_within(geom, avoid, *avoid_gap_m)
                 and coverage_share(geom, farmland, grid) >= MIN_FARMLAND_SHARE
                 and coverage_share(geom, dry, grid) >= MIN_DRY_SHARE
             ):
@@ -340,11 +342,7 @@ def plan_distractors(
                 if kind == "wet_soil"
                 else shapes.rectangle(rng, cx, cy, area)
             )
-            if (
-                geom.within(inner)
-                and _far_from(geom, farm_geoms, gap_m)
-                and _near_enough(geom, farm_geoms, max_gap_m)
-            ):
+            if geom.within(inner) and _gap_within(geom, farm_geoms, gap_m, max_gap_m):
                 cover = float(rng.uniform(*DISTRACTOR_COVER[kind]))
                 row_layout = (
                     (float(rng.uniform(0, 180)), float(rng.uniform(*ROW_PITCH_M))) if rows else None
