@@ -93,7 +93,7 @@ format: $(VENV) ## Apply ruff's formatter and fixes
 bench: $(VENV) ## Benchmarks (fetch, train/infer, attribution); results in data/bench/
 	$(PY) -m pipeline.bench all
 
-shortcut-experiment: $(VENV) ## Train confounded and clean demo models (3 seeds each) and audit them
+shortcut-experiment: $(VENV) ## Train confounded and clean models (3 seeds each, configs/shortcut*.yaml) and audit them
 	$(PY) -m pipeline.experiments.shortcut $(ARGS)
 
 clean-run: ## Delete data/runs/$(RUN)

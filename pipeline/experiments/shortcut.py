@@ -1,16 +1,23 @@
 """The shortcut experiment: does the audit catch a model that learned "snow beside = farm"?
 
-For each variant (``confounded``: snow planted beside most training farms; ``clean``: the same
-snow, independent of farms) and each seed, every stage runs on the variant's demo world (one
-world per variant, shared by all seeds: only the training seed changes). The targets are the
-labelled farms that the planted truth says have snow beside them; a target counts when the
-audit flags it for snow AND the counterfactual (snow removed) confirms it.
+For each variant (``confounded``: snow planted beside every development farm; ``clean``: the
+same snow scattered independently of farms) and each seed, every stage runs on the variant's
+demo world (one world per variant, shared by all seeds: only the training seed changes). The
+targets are the labelled farms that the planted truth says have snow beside them; a target
+counts when the audit flags it for snow AND the counterfactual (snow removed) confirms it.
+
+``--world shortcut`` (the default, ``configs/shortcut*.yaml``) plants the demo scene's farms
+and snow with farm twins as look-alikes, so that a model can fit the confounded labels only by
+the snow; ``--world demo`` runs the same experiment on ``make demo``'s world
+(``configs/demo*.yaml``), whose look-alikes differ from farms in SWIR, so a model may learn
+the farms' own pixels instead.
 
 Accept when the confounded models are flagged and confirmed on at least 90 % of their
 snow-bearing farm targets and the clean ones on at most 10 %.
 
-Run: ``python -m pipeline.experiments.shortcut [--seeds 0 1 2] [--set key=value ...]``
-(``make shortcut-experiment``). Writes ``<data_root>/experiments/shortcut/summary.json`` and
+Run: ``python -m pipeline.experiments.shortcut [--world shortcut|demo] [--seeds 0 1 2]
+[--set key=value ...]`` (``make shortcut-experiment``). Writes
+``<data_root>/experiments/shortcut/summary.json`` (``shortcut-demo`` for ``--world demo``) and
 prints a Markdown table for the README.
 """
 
@@ -36,7 +43,12 @@ from pipeline.paths import RunPaths, world_dir
 
 log = logging.getLogger(__name__)
 
-VARIANTS: dict[str, str] = {"confounded": "configs/demo.yaml", "clean": "configs/demo-clean.yaml"}
+#: The experiment's worlds: variant -> config, per world.
+WORLDS: dict[str, dict[str, str]] = {
+    "shortcut": {"confounded": "configs/shortcut.yaml", "clean": "configs/shortcut-clean.yaml"},
+    "demo": {"confounded": "configs/demo.yaml", "clean": "configs/demo-clean.yaml"},
+}
+VARIANTS: tuple[str, ...] = ("confounded", "clean")
 #: Acceptance: (variant, bound, "min" or "max") on the flagged-and-confirmed fraction.
 ACCEPT: dict[str, tuple[float, str]] = {"confounded": (0.9, "min"), "clean": (0.1, "max")}
 #: Integrated Gradients steps in the experiment (Gauss-Legendre nodes: accurate at few steps;
@@ -45,8 +57,10 @@ EXPERIMENT_IG_STEPS = 16
 STAGE_ORDER = ("labels", "fetch", "tiles", "train", "predict", "attribute", "audit", "report")
 
 
-def experiment_overrides(base: RunConfig, variant: str, seed: int) -> list[str]:
-    """``--set`` overrides of one (variant, seed) run.
+def experiment_overrides(
+    base: RunConfig, variant: str, seed: int, prefix: str = "shortcut"
+) -> list[str]:
+    """``--set`` overrides of one (variant, seed) run, named ``<prefix>-<variant>-s<seed>``.
 
     The run name and training seed change; the world and the split keep the variant's seeds so
     every seed shares one world and one split; only label-farm targets are attributed (what the
@@ -58,7 +72,7 @@ def experiment_overrides(base: RunConfig, variant: str, seed: int) -> list[str]:
     """
     world_seed = base.world.seed if base.world and base.world.seed is not None else base.run.seed
     out = [
-        f"run.name=shortcut-{variant}-s{seed}",
+        f"run.name={prefix}-{variant}-s{seed}",
         f"run.seed={seed}",
         f"tiles.split_seed={base.split_seed}",
         "attribute.targets=[label_farms]",
@@ -299,22 +313,36 @@ def run_all_stages(cfg: RunConfig) -> RunPaths:
     return RunPaths(cfg.run.data_root, cfg.run.name)
 
 
+def experiment_name(world: str) -> str:
+    """``shortcut`` for the experiment's own world, ``shortcut-<world>`` for another: the
+    output folder under ``experiments/`` and the prefix of the run names."""
+    return "shortcut" if world == "shortcut" else f"shortcut-{world}"
+
+
 def run_experiment(
-    seeds: Sequence[int], variants: Sequence[str], extra: Sequence[str], out: Path | None = None
+    seeds: Sequence[int],
+    variants: Sequence[str],
+    extra: Sequence[str],
+    out: Path | None = None,
+    world: str = "shortcut",
 ) -> dict[str, Any]:
-    """Run every (variant, seed), audit, and write ``experiments/shortcut/summary.json``."""
+    """Run every (variant, seed) on ``world``, audit, and write ``summary.json``."""
+    if world not in WORLDS:
+        raise ConfigError(f"unknown world {world!r}; choose from {', '.join(WORLDS)}")
+    configs = WORLDS[world]
     frames: list[pd.DataFrame] = []
     missing: dict[str, int] = {}
     quality: dict[tuple[str, int], float | None] = {}
     data_root: Path | None = None
     for variant in variants:
-        if variant not in VARIANTS:
+        if variant not in configs:
             raise ConfigError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
-        base = load_config(VARIANTS[variant], extra)
+        base = load_config(configs[variant], extra)
         data_root = base.run.data_root
         for seed in seeds:
             cfg = load_config(
-                VARIANTS[variant], [*extra, *experiment_overrides(base, variant, seed)]
+                configs[variant],
+                [*extra, *experiment_overrides(base, variant, seed, experiment_name(world))],
             )
             log.info("shortcut experiment: %s seed %d -> run %s", variant, seed, cfg.run.name)
             paths = run_all_stages(cfg)
@@ -330,7 +358,7 @@ def run_experiment(
             quality[(variant, seed)] = heldout_iou(paths)
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     summary = summarize(rows, missing, quality)
-    target = out or (data_root or Path("data")) / "experiments" / "shortcut"
+    target = out or (data_root or Path("data")) / "experiments" / experiment_name(world)
     write_json(target / "summary.json", summary)
     with (target / "targets.csv").open("w") as fh:
         rows.to_csv(fh, index=False)
@@ -340,6 +368,13 @@ def run_experiment(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.experiments.shortcut", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--world",
+        choices=list(WORLDS),
+        default="shortcut",
+        help="shortcut: farm twins as look-alikes (configs/shortcut*.yaml); "
+        "demo: make demo's world (configs/demo*.yaml)",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
@@ -355,12 +390,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--out",
         type=Path,
         default=None,
-        help="output folder (default <data_root>/experiments/shortcut)",
+        help="output folder (default <data_root>/experiments/shortcut, or shortcut-<world>)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        summary = run_experiment(args.seeds, args.variants, args.overrides, args.out)
+        summary = run_experiment(args.seeds, args.variants, args.overrides, args.out, args.world)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from pipeline.config import load_config
+from pipeline.errors import ConfigError
 from pipeline.experiments import shortcut as sc
 
 
@@ -26,6 +27,31 @@ def test_overrides_share_the_world_and_change_the_seed() -> None:
     assert base.attribute.max_targets.get("integrated_gradients") is not None
     assert cfgs[0].attribute.max_targets.get("integrated_gradients") is None
     assert cfgs[0].attribute.ig_steps == sc.EXPERIMENT_IG_STEPS
+
+
+def test_experiment_worlds_differ_only_where_they_must() -> None:
+    """The experiment's confounded and clean worlds differ in where snow goes (and names);
+    both plant farm twins as look-alikes; the demo world's runs get their own names."""
+    conf, clean = (load_config(sc.WORLDS["shortcut"][v]) for v in sc.VARIANTS)
+    assert conf.world is not None and clean.world is not None
+    assert (conf.world.snow, clean.world.snow) == ("confounded", "scattered")
+    same = {"name", "snow"}
+    assert conf.world.model_dump(exclude=same) == clean.world.model_dump(exclude=same)
+    assert conf.world.lookalike_layout == "farms" and conf.world.lookalike_swir_shift == 0
+    for section in ("tiles", "train", "predict", "attribute", "audit"):
+        assert getattr(conf, section) == getattr(clean, section), section
+    demo = load_config(sc.WORLDS["demo"]["confounded"])
+    assert demo.world is not None and demo.world.name != conf.world.name
+    names = {
+        load_config(
+            sc.WORLDS[w]["confounded"],
+            sc.experiment_overrides(demo, "confounded", 0, sc.experiment_name(w)),
+        ).run.name
+        for w in sc.WORLDS
+    }
+    assert names == {"shortcut-confounded-s0", "shortcut-demo-confounded-s0"}
+    with pytest.raises(ConfigError, match="unknown world 'nowhere'"):
+        sc.run_experiment([0], ["confounded"], [], world="nowhere")
 
 
 def test_targets_and_summary() -> None:
