@@ -85,6 +85,11 @@ class WorldConfig(Section):
     cloudy_item: bool = True
     cloud_fraction: float = Field(default=0.5, ge=0.0, le=0.95)
 
+    @property
+    def n_lookalikes(self) -> int:
+        """PV look-alikes to plant: ``lookalikes_per_farm`` x ``n_farms``, rounded."""
+        return round(self.lookalikes_per_farm * self.n_farms)
+
     @model_validator(mode="after")
     def _ranges_ordered(self) -> WorldConfig:
         for key, lo_min, hi_max in (

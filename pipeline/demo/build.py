@@ -165,7 +165,7 @@ def plan_lookalikes(
     """The unlabelled PV look-alikes, laid out as ``world.lookalike_layout`` says, at the
     distance from farms ``world.lookalike_gap_m`` says (by default at least
     :data:`~pipeline.demo.layout.FARM_SPACING_M` from every farm)."""
-    n = round(wcfg.lookalikes_per_farm * wcfg.n_farms)
+    n = wcfg.n_lookalikes
     gap: tuple[float, float | None] = wcfg.lookalike_gap_m or (layout.FARM_SPACING_M, None)
     if wcfg.lookalike_layout == "farms":
         avoid = [f.geometry for f in farms]
@@ -435,7 +435,7 @@ def summary_of(
         "farms_not_placed": wcfg.n_farms - len(plan.farms),
         "n_train_farms": train,
         "n_distractors": len(plan.distractors),
-        "n_lookalikes_requested": round(wcfg.lookalikes_per_farm * wcfg.n_farms),
+        "n_lookalikes_requested": wcfg.n_lookalikes,
         "n_lookalikes": sum(d.kind == "pv_lookalike" for d in plan.distractors),
         "n_snow_budgeted": plan.snow_budget,
         "n_snow": len(plan.snow),
