@@ -1,4 +1,9 @@
-"""One root, derived paths: every artefact of a run is named here and nowhere else."""
+"""One root, derived paths: every artefact of a run is named here and nowhere else.
+
+:class:`RunPaths` names what the stages of one run write under ``<data_root>/runs/<run>/``;
+:class:`WorldPaths` names the files of a demo world under ``<data_root>/worlds/<name>/``.
+Stages, the report, notebooks and tests ask these objects for a path; none joins one itself.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +32,10 @@ class RunPaths:
     def manifest(self, stage: str) -> Path:
         return self.stage_dir(stage) / "manifest.json"
 
+    def stage_config(self, stage: str) -> Path:
+        """The resolved config sections a stage ran with (``<stage>/config.json``)."""
+        return self.stage_dir(stage) / "config.json"
+
     def relative(self, path: Path) -> str:
         """``path`` relative to the run folder (how manifests list outputs)."""
         return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
@@ -48,23 +57,38 @@ class RunPaths:
         return self.stage_dir("labels") / "plan.gpkg"
 
     # fetch -------------------------------------------------------------------------------
+    @property
+    def patches_dir(self) -> Path:
+        """Folder of the fetched patch COGs."""
+        return self.stage_dir("fetch") / "patches"
+
     def image(self, patch_id: str) -> Path:
         """10-band uint16 COG of one patch (reflectance x 10000)."""
-        return self.stage_dir("fetch") / "patches" / f"{patch_id}.tif"
+        return self.patches_dir / f"{patch_id}.tif"
 
     def scl(self, patch_id: str) -> Path:
         """Scene-classification (SCL) uint8 COG of one patch on the same grid."""
-        return self.stage_dir("fetch") / "patches" / f"{patch_id}_scl.tif"
+        return self.patches_dir / f"{patch_id}_scl.tif"
 
     @property
     def fetch_index(self) -> Path:
         """GeoPackage: one row per planned patch (patch_id, status, item_id, clear share)."""
         return self.stage_dir("fetch") / "index.gpkg"
 
+    @property
+    def fetch_summary(self) -> Path:
+        """JSON: counts, skip reasons, failures and warnings of the fetch stage."""
+        return self.stage_dir("fetch") / "summary.json"
+
     # tiles -------------------------------------------------------------------------------
+    @property
+    def masks_dir(self) -> Path:
+        """Folder of the label masks."""
+        return self.stage_dir("tiles") / "masks"
+
     def mask(self, patch_id: str) -> Path:
         """uint8 label mask (1 = farm) on the patch grid."""
-        return self.stage_dir("tiles") / "masks" / f"{patch_id}.tif"
+        return self.masks_dir / f"{patch_id}.tif"
 
     @property
     def tiles_index(self) -> Path:
@@ -86,20 +110,62 @@ class RunPaths:
     def checkpoints(self) -> Path:
         return self.stage_dir("train") / "checkpoints"
 
+    @property
+    def train_logs(self) -> Path:
+        """Folder of the CSV and TensorBoard logs."""
+        return self.stage_dir("train") / "logs"
+
     # predict -----------------------------------------------------------------------------
+    @property
+    def probability_dir(self) -> Path:
+        return self.stage_dir("predict") / "prob"
+
+    @property
+    def predicted_mask_dir(self) -> Path:
+        return self.stage_dir("predict") / "mask"
+
     def probability(self, patch_id: str) -> Path:
-        return self.stage_dir("predict") / "prob" / f"{patch_id}.tif"
+        return self.probability_dir / f"{patch_id}.tif"
 
     def predicted_mask(self, patch_id: str) -> Path:
-        return self.stage_dir("predict") / "mask" / f"{patch_id}.tif"
+        return self.predicted_mask_dir / f"{patch_id}.tif"
 
     @property
     def predicted_farms(self) -> Path:
         return self.stage_dir("predict") / "farms.gpkg"
 
     @property
+    def false_positives(self) -> Path:
+        """GeoPackage: predicted polygons that match no label (layer ``false_positives``)."""
+        return self.stage_dir("predict") / "false_positives.gpkg"
+
+    @property
+    def missed_farms(self) -> Path:
+        """GeoPackage: label farms no prediction matched (layer ``missed``)."""
+        return self.stage_dir("predict") / "missed.gpkg"
+
+    @property
     def metrics(self) -> Path:
         return self.stage_dir("predict") / "metrics.json"
+
+    @property
+    def metrics_plot(self) -> Path:
+        """PNG: threshold sweeps and the chosen threshold."""
+        return self.stage_dir("predict") / "metrics.png"
+
+    @property
+    def predicted_rasters_dir(self) -> Path:
+        """Folder of the predictions of ``predict.rasters``."""
+        return self.stage_dir("predict") / "rasters"
+
+    def raster_probability(self, stem: str) -> Path:
+        return self.predicted_rasters_dir / f"{stem}_probability.tif"
+
+    def raster_mask(self, stem: str) -> Path:
+        return self.predicted_rasters_dir / f"{stem}_mask.tif"
+
+    def raster_farms(self, stem: str) -> Path:
+        return self.predicted_rasters_dir / f"{stem}_farms.gpkg"
 
     # attribute ---------------------------------------------------------------------------
     def attribution(self, patch_id: str, method: str, target: str) -> Path:
@@ -110,16 +176,101 @@ class RunPaths:
         """CSV: one row per attribution raster (patch_id, method, target, path, gap, ...)."""
         return self.stage_dir("attribute") / "index.csv"
 
-    # audit / report ----------------------------------------------------------------------
+    @property
+    def attribution_farms(self) -> Path:
+        """GeoPackage: per (farm, patch, method) attribution mass inside, in the ring, outside."""
+        return self.stage_dir("attribute") / "farms.gpkg"
+
+    @property
+    def quicklooks_dir(self) -> Path:
+        """Folder of the PNG quicklooks: ``<method>/<target>/<name>.png``."""
+        return self.stage_dir("attribute") / "quicklooks"
+
+    def quicklook(self, method: str, target: str, name: str) -> Path:
+        return self.quicklooks_dir / method / target / f"{name}.png"
+
+    def attribution_scene(self, method: str, target: str, crs_name: str) -> Path:
+        """A stitched per-zone mosaic of patch attributions."""
+        return self.stage_dir("attribute") / "scene" / method / target / f"{crs_name}.tif"
+
+    # audit -------------------------------------------------------------------------------
+    @property
+    def cues(self) -> Path:
+        """CSV: per patch and cue, its pixel share or why it is not computable."""
+        return self.stage_dir("audit") / "cues.csv"
+
     @property
     def reliance(self) -> Path:
         return self.stage_dir("audit") / "reliance.csv"
 
     @property
+    def run_flags(self) -> Path:
+        """CSV: per method x target kind x cue, pooled over the run."""
+        return self.stage_dir("audit") / "run_flags.csv"
+
+    @property
+    def flags(self) -> Path:
+        """CSV: one row per farm target and cue, with the counterfactual and the verdict."""
+        return self.stage_dir("audit") / "flags.csv"
+
+    @property
+    def flags_gpkg(self) -> Path:
+        return self.stage_dir("audit") / "flags.gpkg"
+
+    @property
+    def sanity(self) -> Path:
+        """JSON: model and data randomization checks."""
+        return self.stage_dir("audit") / "sanity.json"
+
+    @property
+    def faithfulness(self) -> Path:
+        return self.stage_dir("audit") / "faithfulness.csv"
+
+    @property
+    def faithfulness_curves(self) -> Path:
+        return self.stage_dir("audit") / "faithfulness_curves.json"
+
+    # report ------------------------------------------------------------------------------
+    @property
     def report(self) -> Path:
         return self.stage_dir("report") / "index.html"
+
+    def report_style(self, name: str) -> Path:
+        """A QGIS style written by the report stage (``report/<name>.qml``)."""
+        return self.stage_dir("report") / f"{name}.qml"
+
+
+@dataclass(frozen=True)
+class WorldPaths:
+    """Files of one demo world under ``<data_root>/worlds/<name>/``."""
+
+    data_root: Path
+    name: str
+
+    @property
+    def root(self) -> Path:
+        return self.data_root / "worlds" / self.name
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def catalog(self) -> Path:
+        """The static STAC catalog's root document."""
+        return self.root / "stac" / "catalog.json"
+
+    @property
+    def osm(self) -> Path:
+        """The OpenStreetMap extract of the planted farms."""
+        return self.root / "world.osm.pbf"
+
+    @property
+    def truth(self) -> Path:
+        """Folder of the planted truth (farms, snow, distractors, ``truth.json``, ``snow.tif``)."""
+        return self.root / "truth"
 
 
 def world_dir(data_root: Path, name: str) -> Path:
     """Folder of a demo world: ``catalog.json``, ``world.osm``, ``truth/``."""
-    return data_root / "worlds" / name
+    return WorldPaths(data_root, name).root
