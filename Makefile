@@ -33,8 +33,12 @@ $(VENV): pyproject.toml
 
 venv: $(VENV) ## Create .venv and install the package with its dev extras
 
+# A config may inherit its world section (extends:), so ask the loader, not grep, whether it has one.
+HAS_WORLD := $(PY) -c 'import sys; from pipeline.config import load_config; \
+	sys.exit(load_config(sys.argv[1]).world is None)'
+
 world: $(VENV) ## Build the demo world of configs/$(RUN).yaml (no-op for real configs)
-	@if grep -q '^world:' $(CONFIG); then $(CLI) world --config $(CONFIG) $(ARGS); fi
+	@if $(HAS_WORLD) $(CONFIG); then $(CLI) world --config $(CONFIG) $(ARGS); fi
 
 $(R)/labels/manifest.json: $(CONFIG) world $(VENV)
 	$(CLI) labels --config $(CONFIG) $(ARGS)

@@ -1,7 +1,7 @@
 """Fetch benchmark: patches/s and bytes read per patch against a slow loopback server.
 
 A synthetic Sentinel-2 item (10 bands + SCL, one COG per band at native resolution, 512 x 512
-tiles, DEFLATE) is served by :mod:`pipeline.stac.loopback` in a child process that adds
+tiles, DEFLATE) is served by :mod:`pipeline.testing.stac_server` in a child process that adds
 ``latency_s`` to every request. The fetch stage then fetches ``n_patches`` random 256 x 256
 patches of it. Reported:
 
@@ -27,25 +27,20 @@ from typing import Any
 import numpy as np
 import rasterio
 import rasterio.shutil
-import shapely
 from affine import Affine
-from pyproj import Transformer
 from rasterio.crs import CRS
 from rasterio.io import MemoryFile
 from shapely.geometry import box, mapping
 
 from pipeline.bands import BANDS, EARTH_SEARCH_ASSET, NATIVE_GSD
 from pipeline.config import RunConfig
+from pipeline.geo.crs import to_epsg
 from pipeline.geo.plan import PlannedPatch, PlanParams, plan_frame, plan_row
 from pipeline.paths import RunPaths
-from pipeline.stac.loopback import spawn_server
+from pipeline.testing.stac_server import spawn_server
 
 EPSG = 32618
 PARAMS = PlanParams()  # 256 x 256 patches at 10 m
-
-
-def _to_lonlat(geom: Any, to_ll: Transformer) -> Any:
-    return shapely.transform(geom, lambda xy: np.column_stack(to_ll.transform(xy[:, 0], xy[:, 1])))
 
 
 X0, Y0 = 500_000.0, 4_300_000.0
@@ -105,8 +100,7 @@ def touched_tiles(
 
 
 def _item(side10: int) -> dict[str, Any]:
-    to_ll = Transformer.from_crs(EPSG, 4326, always_xy=True)
-    geom = _to_lonlat(box(X0, Y0 - side10 * 10, X0 + side10 * 10, Y0), to_ll)
+    geom = to_epsg(box(X0, Y0 - side10 * 10, X0 + side10 * 10, Y0), 4326, src=EPSG)
     assets = {
         EARTH_SEARCH_ASSET[b]: {
             "href": f"{{LOOPBACK}}/files/{b}.tif",

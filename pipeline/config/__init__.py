@@ -1,26 +1,33 @@
 """Typed run configuration: YAML values validated into frozen sections.
 
-``load_config(path, overrides)`` is the one loader. Every key is known and typed; an unknown
-key or a bad value raises :class:`~pipeline.errors.ConfigError` naming the key, the value and
-the fix. ``--set section.key=value`` overrides are parsed as YAML scalars. ``{data_root}`` in
-any string value is replaced by ``run.data_root``, so a run can be relocated with one override.
+``load_config(path, overrides)`` is the one loader. A file may ``extends:`` another (relative
+to itself; chains allowed): the base's values are deep-merged first, then the file's own, then
+``--set section.key=value`` overrides (parsed as YAML scalars); see
+:mod:`pipeline.config.files`. Values one section shares with another are stated once and derived
+(:mod:`pipeline.config.derived`): world files from ``world.name``, ``labels.block_size_m`` from
+``tiles.block_size_m``. Every key is known and typed; an unknown key or a bad value raises
+:class:`~pipeline.errors.ConfigError` naming the key, the value, the file and the fix.
+``{data_root}`` in any string value is replaced by ``run.data_root``, so a run can be relocated
+with one override.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import ValidationError, model_validator
 
 from pipeline.config.attribute import AttributeConfig
 from pipeline.config.audit import AuditConfig
 from pipeline.config.base import Section
+from pipeline.config.derived import derive_defaults
 from pipeline.config.fetch import FetchConfig
+from pipeline.config.files import deep_merge, read_config
 from pipeline.config.labels import LabelsConfig
 from pipeline.config.predict import PredictConfig
 from pipeline.config.report import ReportConfig
@@ -50,7 +57,12 @@ __all__ = [
 
 
 class RunConfig(Section):
-    """A whole run: one section per stage plus the optional demo world."""
+    """A whole run: one section per stage plus the optional demo world.
+
+    Defaults derived from other sections (:func:`~pipeline.config.derived.derive_defaults`)
+    are filled in before validation: a demo world's files, and the block size shared by
+    ``labels`` and ``tiles``.
+    """
 
     run: RunSection
     world: WorldConfig | None = None
@@ -62,6 +74,11 @@ class RunConfig(Section):
     attribute: AttributeConfig = AttributeConfig()
     audit: AuditConfig = AuditConfig()
     report: ReportConfig = ReportConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_defaults(cls, data: Any) -> Any:
+        return derive_defaults(data) if isinstance(data, dict) else data
 
     @property
     def split_seed(self) -> int:
@@ -87,16 +104,6 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
                 raise ConfigError(f"--set {item!r} conflicts with another --set on {part!r}")
         node[leaf] = yaml.safe_load(raw) if raw else None
     return nested
-
-
-def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def _subsection(section: type[Section], name: str) -> type[Section]:
@@ -141,32 +148,21 @@ def _expand(node: Any, data_root: str) -> Any:
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
-    """Read ``path`` (YAML), apply ``--set`` overrides, and validate.
+    """Read ``path`` (YAML) and the files it extends, apply ``--set`` overrides, and validate.
 
     Raises:
-        ConfigError: the file is missing or not YAML, a key is unknown, or a value is invalid.
+        ConfigError: a file is missing or not YAML, an ``extends`` chain is broken or cyclic, a
+            key is unknown, or a value is invalid.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(
-            f"config file {path} does not exist; pick one of configs/*.yaml or pass --config PATH"
-        )
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML ({err}); fix the syntax") from err
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"config file {path} must hold a mapping of sections, got {type(raw).__name__}"
-        )
-    merged = _merge(raw, parse_overrides(overrides))
+    source = read_config(path)
+    merged = deep_merge(source.values, parse_overrides(overrides))
     run = merged.get("run")
     data_root = str(run.get("data_root", "data")) if isinstance(run, dict) else "data"
     merged = _expand(merged, data_root)
     try:
         return RunConfig.model_validate(merged)
     except ValidationError as err:
-        raise ConfigError(_describe(err, str(path))) from err
+        raise ConfigError(_describe(err, source.describe())) from err
 
 
 def config_digest(cfg: RunConfig, sections: Iterable[str]) -> str:

@@ -30,7 +30,8 @@ class FetchConfig(Section):
 
     Attributes:
         catalog: A STAC API root URL (Earth Search, Planetary Computer) or the path/URL of a
-            static ``catalog.json`` (the demo world).
+            static ``catalog.json``; with a ``world:`` section it defaults to that demo world's
+            catalog (``WorldPaths.catalog``).
         provider: How asset hrefs are signed (only ``planetary-computer`` signs); ``auto``
             infers it from ``catalog`` (``planetarycomputer`` in the URL, a ``.json`` catalog
             is ``static``, any other URL ``earth-search``). Radiometry follows each item's own

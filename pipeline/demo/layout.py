@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 import numpy as np
-from rasterio.features import rasterize
 from scipy import ndimage
 from shapely.geometry import Polygon, box
 
 from pipeline.demo import shapes
-from pipeline.demo.pixels import footprint_window, pixel_to_xy, window_transform
+from pipeline.demo.pixels import footprint_window, pixel_to_xy, window_grid
 from pipeline.demo.spectra import FARM_GAIN_REL, ndwi
+from pipeline.geo.masks import rasterize_mask
 from pipeline.geo.raster import Grid
 
 log = logging.getLogger(__name__)
@@ -157,15 +157,7 @@ def coverage_share(geom: Polygon, mask: np.ndarray, grid: Grid) -> float:
     if window is None:
         return 0.0
     r0, r1, c0, c1 = window
-    inside = (
-        rasterize(
-            [(geom, 1)],
-            out_shape=(r1 - r0, c1 - c0),
-            transform=window_transform(grid, r0, c0),
-            dtype="uint8",
-        )
-        == 1
-    )
+    inside = rasterize_mask([geom], window_grid(grid, window)) == 1
     n = int(inside.sum())
     return float(mask[r0:r1, c0:c1][inside].sum()) / n if n else 0.0
 
@@ -192,10 +184,7 @@ def within_m(grid: Grid, geoms: Sequence[Polygon], max_m: float | None) -> np.nd
     or ``None`` (no limit) when ``max_m`` is ``None``."""
     if max_m is None:
         return None
-    inside = np.zeros(grid.shape, bool)
-    if geoms:
-        inside = rasterize([(g, 1) for g in geoms], out_shape=grid.shape, transform=grid.transform)
-        inside = inside.astype(bool)
+    inside = rasterize_mask(list(geoms), grid).astype(bool)
     return ndimage.distance_transform_edt(~inside) * grid.res <= max_m
 
 

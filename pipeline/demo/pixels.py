@@ -37,3 +37,10 @@ def pixel_to_xy(grid: Grid, col: float, row: float) -> tuple[float, float]:
     """Projected coordinates of fractional pixel position ``(col, row)``."""
     x, y = grid.transform @ (col, row)
     return float(x), float(y)
+
+
+def window_grid(grid: Grid, window: tuple[int, int, int, int]) -> Grid:
+    """The sub-grid of ``grid`` covering the half-open pixel ``window`` ``(row0, row1, col0, col1)``
+    (as :func:`footprint_window` returns it), in the same CRS and resolution."""
+    r0, r1, c0, c1 = window
+    return Grid(grid.crs, window_transform(grid, r0, c0), r1 - r0, c1 - c0)

@@ -32,14 +32,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 
 from pipeline.config import RunConfig, load_config
-from pipeline.errors import ConfigError, MissingArtifactError, PipelineError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.io import write_json
-from pipeline.paths import RunPaths, world_dir
+from pipeline.paths import RunPaths, WorldPaths
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,6 @@ ACCEPT: dict[str, tuple[float, str]] = {"confounded": (0.9, "min"), "clean": (0.
 #: Integrated Gradients steps in the experiment (Gauss-Legendre nodes: accurate at few steps;
 #: the attribute stage records each map's completeness gap).
 EXPERIMENT_IG_STEPS = 16
-STAGE_ORDER = ("labels", "fetch", "tiles", "train", "predict", "attribute", "audit", "report")
 
 
 def experiment_overrides(
@@ -273,31 +271,27 @@ def markdown_table(summary: dict[str, Any]) -> str:
 
 
 def truth_farms(cfg: RunConfig) -> pd.DataFrame:
-    """The planted farms of the run's demo world."""
+    """The planted farms of the run's demo world.
+
+    Raises:
+        ConfigError: the config has no world section.
+        MissingArtifactError: the world's truth is missing (build it with ``make world``).
+    """
+    from pipeline.demo.truth import load_truth
+
     if cfg.world is None:
         raise ConfigError(
             "the shortcut experiment needs demo-world configs (with a world "
             "section); the planted truth decides what relies on snow"
         )
-    folder = world_dir(cfg.run.data_root, cfg.world.name)
-    try:
-        from pipeline.demo.truth import load_truth
-    except ImportError:
-        path = folder / "truth" / "farms.gpkg"
-        if not path.is_file():
-            raise MissingArtifactError(
-                "the demo world's truth", path, f"world RUN={cfg.run.name}"
-            ) from None
-        return gpd.read_file(path)
-    return load_truth(folder).farms
+    return load_truth(WorldPaths(cfg.run.data_root, cfg.world.name).root).farms
 
 
 def heldout_iou(paths: RunPaths) -> float | None:
     """The run's pixel IoU on the test split (``predict/metrics.json``), if recorded."""
-    path = paths.stage_dir("predict") / "metrics.json"
-    if not path.is_file():
+    if not paths.metrics.is_file():
         return None
-    value = json.loads(path.read_text()).get("pixel", {}).get("test", {}).get("iou")
+    value = json.loads(paths.metrics.read_text()).get("pixel", {}).get("test", {}).get("iou")
     return float(value) if isinstance(value, int | float) else None
 
 
@@ -307,9 +301,8 @@ def run_all_stages(cfg: RunConfig) -> RunPaths:
     from pipeline.stages import STAGES, run_stage
 
     build_world(cfg)
-    for name in STAGE_ORDER:
-        if name in STAGES:
-            run_stage(name, cfg)
+    for name in STAGES:
+        run_stage(name, cfg)
     return RunPaths(cfg.run.data_root, cfg.run.name)
 
 
@@ -348,7 +341,7 @@ def run_experiment(
             paths = run_all_stages(cfg)
             truth = truth_farms(cfg)
             farms = snow_bearing(truth)
-            flags = pd.read_csv(paths.stage_dir("audit") / "flags.csv", dtype={"target_id": str})
+            flags = pd.read_csv(paths.flags, dtype={"target_id": str})
             rows = outcomes(flags, farms, variant=variant, seed=seed)
             rows["snow_planted"] = rows["farm_id"].isin(snow_planted(truth))
             distance = truth.set_index(truth["farm_id"].astype(str))["distance_to_snow_m"]

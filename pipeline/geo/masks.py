@@ -19,8 +19,8 @@ from rasterio.warp import transform_bounds
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
+from pipeline.geo.crs import to_epsg
 from pipeline.geo.raster import Grid
-from pipeline.osm.geometry import to_epsg
 
 
 def grid_lonlat_bounds(grid: Grid) -> tuple[float, float, float, float]:

@@ -26,7 +26,7 @@ import shapely
 from shapely.geometry import Point, box
 from shapely.geometry.base import BaseGeometry
 
-from pipeline.osm.geometry import to_epsg, transformer, utm_epsg
+from pipeline.geo.crs import to_epsg, transformer, utm_epsg
 
 PLAN_COLUMNS = (
     "patch_id",

@@ -1,30 +1,24 @@
 """From OSM solar features to farm polygons: repair, merge, measure, filter.
 
 All geometries enter and leave in EPSG:4326 (lon/lat). Areas are measured in the UTM zone of
-each farm's centroid (UTM's scale error is below 0.1 % within a zone and about 0.1 % at 3° past
-a zone edge, far inside the 1 % the labels need); that is also the CRS patches use, so a farm
-crossing a zone boundary is measured once in its centroid's zone and reprojected into each
-patch's own zone when rasterized (:func:`to_epsg`). Norway/Svalbard zone exceptions are ignored.
+each farm's centroid (:func:`pipeline.geo.crs.area_m2`), the CRS patches use too.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import geopandas as gpd
-import numpy as np
 import pandas as pd
 import shapely
-from pyproj import Transformer
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
+from pipeline.geo.crs import area_m2, to_epsg, utm_epsg
 from pipeline.osm.features import OsmFeature
 
 FARM_COLUMNS = (
@@ -38,43 +32,6 @@ FARM_COLUMNS = (
     "repaired",
 )
 REJECT_COLUMNS = ("osm_id", "osm_type", "reason")
-
-
-def utm_epsg(lon: float, lat: float) -> int:
-    """EPSG code of the WGS 84 UTM zone holding ``(lon, lat)`` (326zz north, 327zz south)."""
-    zone = min(60, max(1, math.floor((lon + 180.0) / 6.0) + 1))
-    return (32600 if lat >= 0 else 32700) + zone
-
-
-@lru_cache(maxsize=64)
-def transformer(src: int, dst: int) -> Transformer:
-    return Transformer.from_crs(src, dst, always_xy=True)
-
-
-def to_epsg(
-    geom: BaseGeometry, epsg: int, *, src: int = 4326, max_segment_deg: float = 0.002
-) -> BaseGeometry:
-    """Reproject a lon/lat geometry to ``epsg`` (densified so long edges bend correctly).
-
-    Args:
-        geom: Geometry in ``src`` (EPSG:4326 by default).
-        epsg: Target CRS (usually a UTM zone).
-        src: Source EPSG.
-        max_segment_deg: Edges longer than this (in source units) are split first; only
-            applied when ``src`` is 4326.
-    """
-    if src == 4326 and max_segment_deg > 0:
-        geom = shapely.segmentize(geom, max_segment_deg)
-    tr = transformer(src, epsg)
-    return shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
-
-
-def area_m2(geom: BaseGeometry) -> float:
-    """Area in m² of a lon/lat geometry, measured in the UTM zone of its centroid."""
-    if geom.is_empty:
-        return 0.0
-    c = geom.centroid
-    return float(to_epsg(geom, utm_epsg(c.x, c.y)).area)
 
 
 def polygonal(geom: BaseGeometry) -> BaseGeometry:

@@ -6,9 +6,9 @@ coordinates: one request, no recursion. Responses in the JSON and the XML format
 into :class:`~pipeline.osm.features.OsmFeature` objects.
 
 Failures that Overpass itself tells us to retry (HTTP 429, 5xx, a server-side timeout remark)
-and transport failures (client timeout, dropped connection) are retried with exponential backoff,
-honouring ``Retry-After``. Successful, parseable responses are cached under
-``<cache_dir>/<sha256 of the query>.<format>``.
+and transport failures (client timeout, dropped connection) are retried with the shared policy
+of :mod:`pipeline.net` (exponential backoff, ``Retry-After`` honoured when longer). Successful,
+parseable responses are cached under ``<cache_dir>/<sha256 of the query>.<format>``.
 """
 
 from __future__ import annotations
@@ -27,13 +27,18 @@ import requests
 
 from pipeline.errors import FetchError, LabelsError
 from pipeline.io import write_text
+from pipeline.net import (
+    RETRY_STATUS,
+    RetryPolicy,
+    call_with_retries,
+    describe_error,
+    is_transient_http,
+)
 from pipeline.osm.features import SOLAR_RULES, OsmFeature, relation_feature, way_feature
-from pipeline.stac.http import retry_after_seconds
 
 log = logging.getLogger(__name__)
 
 Format = Literal["json", "xml"]
-RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 def build_query(
@@ -72,7 +77,7 @@ class OverpassClient:
         url: Interpreter endpoint, e.g. ``https://overpass-api.de/api/interpreter``.
         timeout_s: Read timeout of one request (the connect timeout is at most 30 s).
         retries: Extra attempts after a retryable failure.
-        backoff_s: First delay; doubled each retry unless the server sends ``Retry-After``.
+        backoff_s: First delay; doubled each retry (a longer ``Retry-After`` wins).
         max_backoff_s: Cap on any delay.
         cache_dir: Folder of cached responses, or ``None`` for no cache.
         sleep: Injected for tests that count delays; ``time.sleep`` by default.
@@ -109,49 +114,66 @@ class OverpassClient:
             write_text(cached, text)
         return features, False
 
+    @property
+    def policy(self) -> RetryPolicy:
+        """The shared retry policy with this client's retries and delays."""
+        return RetryPolicy(self.retries, self.backoff_s, self.max_backoff_s)
+
     def _post(self, query: str) -> str:
-        last = "no attempt made"
-        for attempt in range(self.retries + 1):
-            retry_after: float | None = None
-            try:
-                resp = requests.post(
-                    self.url,
-                    data={"data": query},
-                    timeout=(min(30.0, self.timeout_s), self.timeout_s),
-                )
-            except (requests.Timeout, requests.ConnectionError) as err:
-                last = f"{type(err).__name__}: {err}"
-            else:
-                if resp.status_code == 200 and not _runtime_error(resp.text):
-                    return resp.text
-                if resp.status_code == 200:
-                    last = f"server-side error: {_runtime_error(resp.text)}"
-                elif resp.status_code in RETRY_STATUS:
-                    last = f"HTTP {resp.status_code}"
-                    retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
-                else:
-                    raise FetchError(
-                        f"Overpass endpoint {self.url} answered HTTP {resp.status_code} "
-                        f"({resp.text[:200]!r}); the query is not retryable. Check "
-                        "labels.overpass_url and the AOI."
-                    )
-            if attempt == self.retries:
-                break
-            delay = self.backoff_s * 2**attempt if retry_after is None else retry_after
-            delay = min(delay, self.max_backoff_s)
-            log.warning(
-                "Overpass attempt %d/%d failed (%s); retrying in %.1f s",
-                attempt + 1,
-                self.retries + 1,
-                last,
-                delay,
+        attempts = 0
+
+        def attempt() -> str:
+            nonlocal attempts
+            attempts += 1
+            return self._post_once(query)
+
+        try:
+            return call_with_retries(
+                attempt,
+                self.policy,
+                what=f"Overpass query to {self.url}",
+                retryable=_retryable,
+                sleep=self.sleep,
             )
-            self.sleep(delay)
-        raise FetchError(
-            f"Overpass endpoint {self.url} failed {self.retries + 1} time(s); last error: "
-            f"{last}. Check the network and labels.overpass_url, raise labels.retries or "
-            "labels.timeout_s, or use a local extract (labels.source: file)."
+        except (requests.RequestException, OverpassBusyError) as err:
+            raise FetchError(
+                f"Overpass endpoint {self.url} failed {attempts} time(s); last error: "
+                f"{describe_error(err)}. Check the network and labels.overpass_url, raise "
+                "labels.retries or labels.timeout_s, or use a local extract (labels.source: file)."
+            ) from err
+
+    def _post_once(self, query: str) -> str:
+        """One POST: the response text, or an error saying whether to try again.
+
+        Raises:
+            OverpassBusyError: a 200 whose remark reports a server-side timeout or out-of-memory.
+            requests.HTTPError: a retryable status (429, 5xx); its response holds ``Retry-After``.
+            requests.RequestException: a timeout or a dropped connection.
+            FetchError: any other status (not retryable).
+        """
+        resp = requests.post(
+            self.url, data={"data": query}, timeout=(min(30.0, self.timeout_s), self.timeout_s)
         )
+        if resp.status_code == 200:
+            remark = _runtime_error(resp.text)
+            if remark is None:
+                return resp.text
+            raise OverpassBusyError(f"server-side error: {remark}")
+        if resp.status_code in RETRY_STATUS:
+            raise requests.HTTPError(f"HTTP {resp.status_code}", response=resp)
+        raise FetchError(
+            f"Overpass endpoint {self.url} answered HTTP {resp.status_code} "
+            f"({resp.text[:200]!r}); the query is not retryable. Check "
+            "labels.overpass_url and the AOI."
+        )
+
+
+class OverpassBusyError(Exception):
+    """Overpass answered 200 but reports a server-side timeout or out-of-memory: retry later."""
+
+
+def _retryable(err: BaseException) -> bool:
+    return isinstance(err, OverpassBusyError) or is_transient_http(err)
 
 
 def _runtime_error(text: str) -> str | None:

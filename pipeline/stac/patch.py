@@ -26,8 +26,8 @@ from shapely.geometry.base import BaseGeometry
 
 from pipeline.bands import BANDS, NATIVE_GSD
 from pipeline.geo.raster import Grid
+from pipeline.net import RetryPolicy
 from pipeline.stac.assets import Signer, band_hrefs
-from pipeline.stac.http import RetryPolicy
 from pipeline.stac.radiometry import apply_offset, double_correction_share, harmonization_for
 from pipeline.stac.read import read_band
 from pipeline.stac.scene import SceneScreen, choose_scene, group_scenes, screen_scene

@@ -25,7 +25,8 @@ from rasterio.windows import Window
 
 from pipeline.geo.gdal_env import gdal_env
 from pipeline.geo.raster import Grid
-from pipeline.stac.http import RetryPolicy, call_with_retries
+from pipeline.net import RetryPolicy, call_with_retries
+from pipeline.stac.http import is_transient
 
 
 def gdal_options(*, retries: int, retry_delay_s: float, timeout_s: float) -> dict[str, str | int]:
@@ -207,4 +208,4 @@ def read_band(
         with gdal_env(**extra):
             return read_into_grid(href, grid, resampling, dtype, reuse=attempts == 1)
 
-    return call_with_retries(attempt, policy, what=what)
+    return call_with_retries(attempt, policy, what=what, retryable=is_transient)

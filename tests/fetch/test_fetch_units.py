@@ -13,8 +13,8 @@ from pydantic import ValidationError
 from pipeline.bands import BANDS
 from pipeline.config import RunConfig
 from pipeline.errors import FetchError
+from pipeline.net import RetryPolicy, call_with_retries, retry_after_seconds
 from pipeline.stac.assets import asset_key, resolve_provider, signer_for
-from pipeline.stac.http import RetryPolicy, call_with_retries, retry_after_seconds
 from pipeline.stac.radiometry import apply_offset, double_correction_share, harmonization_for
 from pipeline.stac.scene import SceneScreen, choose_scene, scl_fractions
 from pipeline.stac.source import in_interval

@@ -17,12 +17,13 @@ from rasterio.crs import CRS
 from shapely.geometry import box
 
 from pipeline.errors import LabelsError
+from pipeline.geo.crs import area_m2, to_epsg
 from pipeline.geo.masks import farms_on_grid, rasterize_mask
 from pipeline.geo.plan import PlanParams, footprint, plan_patches
 from pipeline.geo.raster import Grid
 from pipeline.osm.extract import read_extract
 from pipeline.osm.features import OsmFeature
-from pipeline.osm.geometry import FarmRules, area_m2, build_farms, to_epsg, utm_epsg
+from pipeline.osm.geometry import FarmRules, build_farms
 from pipeline.osm.overpass import parse_json, parse_xml
 
 
@@ -93,14 +94,6 @@ def test_aoi_filter_counts_outside(demo_osm) -> None:
     result = build_farms(read_extract(path).features, FarmRules(), aoi)
     assert list(result.farms["farm_id"]) == ["w100"]
     assert result.counts["outside_aoi"] == 6  # five farms and the rooftop array
-
-
-def test_utm_zone_and_area() -> None:
-    assert utm_epsg(-72.0001, 40) == 32618 and utm_epsg(-71.9999, 40) == 32619
-    assert utm_epsg(151.2, -33.9) == 32756
-    square = box(-72.006, 40.0, -71.994, 40.004)
-    geod_area = abs(Geod(ellps="WGS84").geometry_area_perimeter(square)[0])
-    assert area_m2(square) == pytest.approx(geod_area, rel=0.002)
 
 
 def test_zone_crossing_farm_is_planned_and_masked_in_both_zones(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ from shapely.geometry import Point, box
 
 from pipeline.cli import main
 from pipeline.errors import LabelsError
+from pipeline.geo.crs import to_epsg
 from pipeline.manifest import Manifest
-from pipeline.osm.geometry import to_epsg
 from pipeline.paths import RunPaths
 from pipeline.stages import labels, run_stage
 

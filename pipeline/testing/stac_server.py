@@ -8,8 +8,9 @@ through ``/vsicurl/``. It can add latency to every request, inject faults (500, 
 ``Retry-After``, a connection dropped mid-body, a truncated ranged response) and counts the bytes
 it sends per file. Nothing here is a mock: it is a real HTTP server on a real socket.
 
-Run it in its own process for benchmarks: ``python -m pipeline.stac.loopback ROOT --latency 0.05``
-prints ``PORT <n>`` on its first line; ``GET /_stats`` returns its counters as JSON.
+Run it in its own process for benchmarks: ``python -m pipeline.testing.stac_server ROOT
+--latency 0.05`` prints ``PORT <n>`` on its first line; ``GET /_stats`` returns its counters as
+JSON.
 """
 
 from __future__ import annotations
@@ -489,9 +490,16 @@ class ServerProcess:
 
 
 def spawn_server(root: Path, *, latency_s: float = 0.0) -> ServerProcess:
-    """Start ``python -m pipeline.stac.loopback root`` and wait for its port."""
+    """Start ``python -m pipeline.testing.stac_server root`` and wait for its port."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.stac.loopback", str(root), "--latency", str(latency_s)],
+        [
+            sys.executable,
+            "-m",
+            "pipeline.testing.stac_server",
+            str(root),
+            "--latency",
+            str(latency_s),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -505,7 +513,7 @@ def spawn_server(root: Path, *, latency_s: float = 0.0) -> ServerProcess:
 
 def main(argv: list[str] | None = None) -> None:
     """Serve a folder (and ``items.json`` / ``collections.json`` in it) until killed."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.stac.loopback")
+    parser = argparse.ArgumentParser(prog="python -m pipeline.testing.stac_server")
     parser.add_argument("root", type=Path, help="folder served under /files/")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
     args = parser.parse_args(argv)
