@@ -228,6 +228,30 @@ def batch_explainer(
     return _explain
 
 
+def deletion_insertion(
+    case: Case, values: np.ndarray, segments: np.ndarray, steps: int, model: nn.Module
+) -> tuple[Curve, Curve, int]:
+    """Deletion and insertion curves of one map (zeros baseline, superpixels by mean map).
+
+    Args:
+        case: The normalized crop ``(1, C, H, W)`` and its frozen target.
+        values: ``(C, H, W)`` attribution of the crop.
+        segments: ``(H, W)`` superpixels of the crop.
+        steps: Points per curve.
+        model: The model scored.
+
+    Returns:
+        ``(deletion, insertion, number of superpixels)``.
+    """
+    order = rank_segments(values.sum(axis=0), segments)
+    score, baseline = mean_prob_fn(model, case.target), torch.zeros_like(case.x)
+    deletion, insertion = (
+        perturbation_curve(score, case.x, baseline, segments, order, steps=steps, mode=mode)
+        for mode in ("deletion", "insertion")
+    )
+    return deletion, insertion, len(order)
+
+
 def method_faithfulness(
     case: Case, method: str, segments: np.ndarray, setup: CheckSetup
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -242,49 +266,32 @@ def method_faithfulness(
     Returns:
         ``(row, curves)``; a method that fails gives an ``error`` row and no curves.
     """
-    a, model, x = setup.audit, setup.access.model, case.x
+    a, model, x, seed = setup.audit, setup.access.model, case.x, setup.seed
     base: dict[str, Any] = {"patch_id": case.patch_id, "method": method}
     try:
-        values = setup.explain(method, model, x, case.target, setup.seed)
+        values = setup.explain(method, model, x, case.target, seed)
     except Exception as err:  # AttributionError and budget errors: recorded, not fatal
         return {**base, "status": "error", "reason": str(err)}, None
-    order = rank_segments(values.sum(axis=0), segments)
-    score, baseline = mean_prob_fn(model, case.target), torch.zeros_like(x)
-    curve = {
-        mode: perturbation_curve(
-            score, x, baseline, segments, order, steps=a.faithfulness_steps, mode=mode
-        )
-        for mode in ("deletion", "insertion")
-    }
-    infid = infidelity_score(
-        model,
-        case.target,
-        x,
-        torch.from_numpy(values)[None],
-        n_samples=a.infidelity_samples,
-        seed=setup.seed,
-    )
-    sens = sensitivity_score(
-        batch_explainer(setup, method, case.target),
-        x,
-        n_samples=a.sensitivity_samples,
-        seed=setup.seed,
-    )
+    dele, ins, n_segments = deletion_insertion(case, values, segments, a.faithfulness_steps, model)
+    attr = torch.from_numpy(values)[None]
+    infid = infidelity_score(model, case.target, x, attr, n_samples=a.infidelity_samples, seed=seed)
+    explain = batch_explainer(setup, method, case.target)
+    sens = sensitivity_score(explain, x, n_samples=a.sensitivity_samples, seed=seed)
     row = {
         **base,
         "status": "ok",
         "reason": "",
-        "deletion_auc": curve["deletion"].auc,
-        "insertion_auc": curve["insertion"].auc,
+        "deletion_auc": dele.auc,
+        "insertion_auc": ins.auc,
         "infidelity": infid,
         "sensitivity_max": sens,
-        "n_superpixels": len(order),
+        "n_superpixels": n_segments,
     }
     curves = {
         **base,
-        "fractions": curve["deletion"].fractions.tolist(),
-        "deletion": curve["deletion"].probs.tolist(),
-        "insertion": curve["insertion"].probs.tolist(),
+        "fractions": dele.fractions.tolist(),
+        "deletion": dele.probs.tolist(),
+        "insertion": ins.probs.tolist(),
     }
     return row, curves
 

@@ -39,14 +39,9 @@ SEVERITY: tuple[Verdict, ...] = (
     "not_computable",
 )
 
-#: Columns of the flag table (``audit/flags.csv``, ``audit/flags.gpkg``), in order.
-FLAG_COLUMNS: tuple[str, ...] = (
-    "target",
-    "target_id",
-    "cue",
-    "method",
-    "methods_flagged",
-    "verdict",
+#: The pooled statistics a flag is decided on and reported with, in table order (columns of
+#: the flag table and of the pooled rows, ``pipeline.audit.reliance.POOLED_COLUMNS``).
+FLAG_STATISTICS: tuple[str, ...] = (
     "enrichment",
     "ci_low",
     "ci_high",
@@ -55,6 +50,17 @@ FLAG_COLUMNS: tuple[str, ...] = (
     "effect",
     "swir_share",
     "flagged",
+)
+
+#: Columns of the flag table (``audit/flags.csv``, ``audit/flags.gpkg``), in order.
+FLAG_COLUMNS: tuple[str, ...] = (
+    "target",
+    "target_id",
+    "cue",
+    "method",
+    "methods_flagged",
+    "verdict",
+    *FLAG_STATISTICS,
     "score",
     "score_cf",
     "score_change",

@@ -24,7 +24,7 @@ import pandas as pd
 from scipy import ndimage
 
 from pipeline.audit.cues import CueMask
-from pipeline.audit.flags import is_flagged
+from pipeline.audit.flags import FLAG_STATISTICS, is_flagged
 from pipeline.bands import BAND_GROUPS, BANDS
 from pipeline.config.audit import AuditConfig
 
@@ -42,14 +42,7 @@ POOLED_COLUMNS: tuple[str, ...] = (
     "computable",
     "cue_present",
     "reason",
-    "enrichment",
-    "ci_low",
-    "ci_high",
-    "attr_share",
-    "area_share",
-    "effect",
-    "swir_share",
-    "flagged",
+    *FLAG_STATISTICS,
 )
 
 

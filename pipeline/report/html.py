@@ -38,25 +38,15 @@ def shown(owner: Sequence[str], *names: str) -> tuple[str, ...]:
     return names
 
 
+#: Flag-table columns shown for each cue, before and after the counterfactual's probabilities.
+_CUE_SHOWN = ("cue", "method", "verdict", "enrichment", "ci_low", "ci_high", "effect", "swir_share")
+_CHANGE_SHOWN = ("prob_change", "logit_change", "placebo_logit_change", "score_change", "mask_iou")
+
 #: Columns of the flag table (``audit/flags.csv``) on the page.
-FLAG_TABLE = shown(
-    FLAG_COLUMNS,
-    "target",
-    "target_id",
-    "cue",
-    "method",
-    "verdict",
-    "enrichment",
-    "ci_low",
-    "ci_high",
-    "effect",
-    "swir_share",
-    "prob_change",
-    "logit_change",
-    "placebo_logit_change",
-    "score_change",
-    "mask_iou",
-)
+FLAG_TABLE = shown(FLAG_COLUMNS, "target", "target_id", *_CUE_SHOWN, *_CHANGE_SHOWN)
+
+#: Columns of a farm card's table (its rows of ``audit/flags.csv``).
+CARD_TABLE = shown(FLAG_COLUMNS, *_CUE_SHOWN, "prob", "prob_cf", *_CHANGE_SHOWN)
 
 #: Columns of the per-run table (``audit/run_flags.csv``).
 RUN_FLAG_TABLE = shown(
@@ -70,26 +60,6 @@ RUN_FLAG_TABLE = shown(
     "ci_high",
     "effect",
     "flagged",
-)
-
-#: Columns of a farm card's table (its rows of ``audit/flags.csv``).
-CARD_TABLE = shown(
-    FLAG_COLUMNS,
-    "cue",
-    "method",
-    "verdict",
-    "enrichment",
-    "ci_low",
-    "ci_high",
-    "effect",
-    "swir_share",
-    "prob",
-    "prob_cf",
-    "prob_change",
-    "logit_change",
-    "placebo_logit_change",
-    "score_change",
-    "mask_iou",
 )
 
 #: Columns of the faithfulness table (``audit/faithfulness.csv``).
