@@ -40,6 +40,10 @@ class RunPaths:
         """``path`` relative to the run folder (how manifests list outputs)."""
         return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
 
+    def from_relative(self, relative: str | Path) -> Path:
+        """The file that an index lists relative to the run folder (inverse of :meth:`relative`)."""
+        return self.root / relative
+
     # labels ------------------------------------------------------------------------------
     @property
     def farms(self) -> Path:

@@ -3,13 +3,19 @@
 Attribution points at a cue; the counterfactual proves reliance. Each connected blob of the cue
 is replaced, band by band, with the median of the non-cue, non-farm valid pixels in a ring
 around it (plausible local background, in stored DN). The target's frozen mask is re-scored.
+The placebo control removes the same blobs turned onto ordinary background
+(:func:`placebo_mask`). :func:`run_counterfactual` does both for one farm and cue, pooled over
+the farm's patches, and returns the flag table's counterfactual columns.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +23,10 @@ from scipy import ndimage
 from torch import nn
 
 from pipeline.attribution.targets import Target
-from pipeline.audit.reliance import dilate
+from pipeline.audit.model_access import ModelAccess
+from pipeline.audit.patches import PatchData
+from pipeline.audit.reliance import buffer_pixels, dilate
+from pipeline.config.audit import AuditConfig
 
 #: Fewer predicted pixels near the target than this and the IoU is too noisy to confirm alone.
 MIN_IOU_PIXELS = 25
@@ -308,3 +317,160 @@ def placebo_columns(
         "placebo_replaced": placebo.n_replaced,
         "specific": bool(abs(res.logit_change) >= ratio * abs(placebo.logit_change)),
     }
+
+
+# ------------------------------------------------------------------------ one farm and cue
+def farm_cases(
+    row: Mapping[str, Any],
+    patches: Mapping[str, PatchData],
+    farm_masks: Mapping[tuple[str, str, str], np.ndarray],
+) -> list[tuple[PatchData, np.ndarray]]:
+    """The patches holding part of a flag row's farm, with its mask there, largest part first.
+
+    Args:
+        row: A flag row (``target``, ``target_id``, ``patch_ids`` as JSON).
+        patches: The audited patches by id.
+        farm_masks: ``(patch_id, target kind, target id) -> (H, W)`` bool farm masks.
+    """
+    key = (row["target"], row["target_id"])
+    cases = [
+        (patches[q], farm_masks[(q, *key)])
+        for q in json.loads(row["patch_ids"])
+        if (q, *key) in farm_masks
+    ]
+    return sorted(cases, key=lambda c: -int(c[1].sum()))
+
+
+def mask_centre(mask: np.ndarray) -> tuple[float, float]:
+    """``(row, col)`` centroid of an ``(H, W)`` bool mask; ``(0, 0)`` when it is empty."""
+    rows, cols = np.nonzero(mask)
+    return (float(rows.mean()), float(cols.mean())) if rows.size else (0.0, 0.0)
+
+
+def usable_cue(p: PatchData, cue: str, bands: tuple[str, ...]) -> np.ndarray | str:
+    """The ``(H, W)`` bool pixels of ``cue`` on ``p``, or why ``p`` cannot take part in its
+    counterfactual (the model wants other bands, or the cue is not computable there)."""
+    if p.bands != bands:
+        return f"{p.patch_id}: patch bands {list(p.bands)} differ from the model's {list(bands)}"
+    mask = p.cues[cue].mask
+    return f"{p.patch_id}: {p.cues[cue].reason}" if mask is None else mask
+
+
+def placebo_pixels(p: PatchData, cue: np.ndarray, tmask: np.ndarray, margin_px: int) -> np.ndarray:
+    """``(H, W)`` bool: the cue's blobs near the target turned onto plain background.
+
+    A placebo avoids farms, the target and every computable cue by ``margin_px``
+    (:func:`placebo_mask` about the target's centre).
+    """
+    protect = p.labels | tmask
+    shun = protect | np.any([c.mask for c in p.cues.values() if c.mask is not None], 0)
+    allowed = p.valid & ~dilate(shun, margin_px)
+    return placebo_mask(cue & p.valid & ~protect, mask_centre(tmask), allowed)
+
+
+@dataclass
+class FarmCases:
+    """The cases of one farm's counterfactual and its placebo, and why patches were left out."""
+
+    usable: list[Case] = field(default_factory=list)
+    placebos: list[Case] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    used: list[str] = field(default_factory=list)
+
+
+def prepare_cases(
+    row: Mapping[str, Any],
+    cases: Sequence[tuple[PatchData, np.ndarray]],
+    bands: tuple[str, ...],
+    audit: AuditConfig,
+) -> FarmCases:
+    """Remove the row's cue (and, when ``audit.placebo_ratio`` > 0, its placebo) on each patch.
+
+    Args:
+        row: A flag row (``target``, ``target_id``, ``cue``).
+        cases: :func:`farm_cases`.
+        bands: The model's bands (a patch with other bands is left out).
+        audit: Background radius, buffer and placebo settings.
+    """
+    out = FarmCases()
+    for p, tmask in cases:
+        cue = usable_cue(p, str(row["cue"]), bands)
+        if isinstance(cue, str):
+            out.reasons.append(cue)
+            continue
+        radius = max(1, round(audit.background_radius_m / p.grid.res))
+        protect = p.labels | tmask
+        image = p.image.astype(np.float32)
+        target = Target(str(row["target"]), str(row["target_id"]), torch.from_numpy(tmask))
+        out.usable.append((image, remove_cue(image, cue, p.valid, protect, radius), target))
+        out.used.append(p.patch_id)
+        if audit.placebo_ratio > 0:
+            fake = placebo_pixels(p, cue, tmask, buffer_pixels(audit.buffer_m, p.grid.res))
+            out.placebos.append(
+                (image, remove_cue(image, fake, p.valid, protect | cue, radius), target)
+            )
+    return out
+
+
+def counterfactual_columns(
+    res: CounterfactualResult, control: Mapping[str, Any], prepared: FarmCases
+) -> dict[str, Any]:
+    """The flag table's counterfactual columns of a run counterfactual.
+
+    ``moved`` holds only when the placebo does not show the effect to be unspecific.
+    """
+    return {
+        "cf_status": "ok",
+        "cf_reason": "; ".join(prepared.reasons),
+        "cf_patch": json.dumps(prepared.used),
+        "score": res.score,
+        "score_cf": res.score_cf,
+        "score_change": res.score_change,
+        "prob": res.prob,
+        "prob_cf": res.prob_cf,
+        "prob_change": res.prob_change,
+        "logit_change": res.logit_change,
+        "mask_iou": res.mask_iou,
+        "n_replaced": res.n_replaced,
+        "moved": res.moved and control["specific"] is not False,
+        "moved_by": json.dumps(list(res.moved_by)),
+        **control,
+    }
+
+
+def run_counterfactual(
+    row: Mapping[str, Any],
+    cases: Sequence[tuple[PatchData, np.ndarray]],
+    access: ModelAccess,
+    audit: AuditConfig,
+) -> dict[str, Any]:
+    """Counterfactual columns for one (farm target, cue), pooled over the target's patches.
+
+    Args:
+        row: A flag row (``target``, ``target_id``, ``cue``).
+        cases: Each patch holding part of the target, with the target's mask there
+            (:func:`farm_cases`). The ``cf_patch`` column lists the patches used (JSON), in
+            this order.
+        access: The model.
+        audit: Thresholds and settings of the counterfactual and its placebo.
+
+    Returns:
+        ``cf_status`` ``ok`` with :func:`counterfactual_columns`, or ``skipped`` with the
+        reasons in ``cf_reason`` when no patch could be used.
+    """
+    prepared = prepare_cases(row, cases, access.bands, audit)
+    if not prepared.usable:
+        return {"cf_status": "skipped", "cf_reason": "; ".join(prepared.reasons)}
+    score = partial(
+        pooled_counterfactual,
+        access.model,
+        access.normalize,
+        threshold=access.threshold,
+        near_px=max(3, buffer_pixels(audit.buffer_m, cases[0][0].grid.res)),
+        prob_threshold=audit.counterfactual_threshold,
+        iou_threshold=audit.counterfactual_iou,
+        logit_threshold=audit.counterfactual_logit,
+    )
+    res = score(prepared.usable)
+    placebo = score(prepared.placebos) if prepared.placebos else None
+    return counterfactual_columns(res, placebo_columns(placebo, res, audit.placebo_ratio), prepared)

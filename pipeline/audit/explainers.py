@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,13 +20,33 @@ from captum.attr import GuidedBackprop, InputXGradient, IntegratedGradients, Sal
 from torch import nn
 
 from pipeline.attribution.targets import Target, TargetForward
+from pipeline.audit.model_access import ModelAccess
 from pipeline.config.attribute import AttributeConfig
+from pipeline.config.audit import AuditConfig
 from pipeline.errors import AuditError
 
 log = logging.getLogger(__name__)
 
 #: ``(method, model, x (1, C, H, W) normalized, target, seed) -> values (C, H, W)`` float32.
 ExplainFn = Callable[[str, nn.Module, torch.Tensor, Target, int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class CheckSetup:
+    """What the explanation checks (sanity, faithfulness) work with.
+
+    Attributes:
+        access: The trained model.
+        explain: How to explain it (:func:`make_explainer`).
+        audit: The checks' settings.
+        seed: Seed of every method and perturbation.
+    """
+
+    access: ModelAccess
+    explain: ExplainFn
+    audit: AuditConfig
+    seed: int
+
 
 LOCAL_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "guided_backprop")
 

@@ -5,12 +5,15 @@ track the target's mean probability; a faithful map makes it fall fast (low AUC)
 start from the baseline and restore them; a faithful map makes it rise fast (high AUC).
 Curves use SLIC superpixels of the multispectral input; the x axis is the fraction of
 superpixels changed (0-1), so AUCs are in probability units (0-1).
+:func:`run_faithfulness` scores each method on each check case (``audit/faithfulness.csv``,
+:data:`FAITHFULNESS_COLUMNS`, and the curves of ``faithfulness_curves.json``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +22,21 @@ from skimage.segmentation import slic
 from torch import nn
 
 from pipeline.attribution.targets import Target, TargetForward
+from pipeline.audit.explainers import CheckSetup
+from pipeline.audit.sanity import Case
+
+#: Columns of ``audit/faithfulness.csv`` (a method that failed has only the first four).
+FAITHFULNESS_COLUMNS: tuple[str, ...] = (
+    "patch_id",
+    "method",
+    "status",
+    "reason",
+    "deletion_auc",
+    "insertion_auc",
+    "infidelity",
+    "sensitivity_max",
+    "n_superpixels",
+)
 
 
 @dataclass(frozen=True)
@@ -189,3 +207,111 @@ def sensitivity_score(
         max_examples_per_batch=n_samples,
     )
     return float(value[0])
+
+
+# ------------------------------------------------------------------------ the faithfulness pass
+def batch_explainer(
+    setup: CheckSetup, method: str, target: Target
+) -> Callable[[torch.Tensor | tuple[torch.Tensor, ...]], torch.Tensor]:
+    """``x (B, C, H, W) -> (B, C, H, W)`` attributions of ``method``, one input at a time."""
+
+    def _explain(xb: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+        xb = xb[0] if isinstance(xb, tuple) else xb  # captum may pass a tuple
+        model = setup.access.model
+        return torch.stack(
+            [
+                torch.from_numpy(setup.explain(method, model, xi[None], target, setup.seed))
+                for xi in xb
+            ]
+        )
+
+    return _explain
+
+
+def deletion_insertion(
+    case: Case, values: np.ndarray, segments: np.ndarray, steps: int, model: nn.Module
+) -> tuple[Curve, Curve, int]:
+    """Deletion and insertion curves of one map (zeros baseline, superpixels by mean map).
+
+    Args:
+        case: The normalized crop ``(1, C, H, W)`` and its frozen target.
+        values: ``(C, H, W)`` attribution of the crop.
+        segments: ``(H, W)`` superpixels of the crop.
+        steps: Points per curve.
+        model: The model scored.
+
+    Returns:
+        ``(deletion, insertion, number of superpixels)``.
+    """
+    order = rank_segments(values.sum(axis=0), segments)
+    score, baseline = mean_prob_fn(model, case.target), torch.zeros_like(case.x)
+    deletion, insertion = (
+        perturbation_curve(score, case.x, baseline, segments, order, steps=steps, mode=mode)
+        for mode in ("deletion", "insertion")
+    )
+    return deletion, insertion, len(order)
+
+
+def method_faithfulness(
+    case: Case, method: str, segments: np.ndarray, setup: CheckSetup
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """One method's faithfulness row and curves on one case.
+
+    Args:
+        case: The normalized crop ``(1, C, H, W)`` and its frozen target.
+        method: Attribution method.
+        segments: ``(H, W)`` superpixels of the crop (:func:`superpixels`).
+        setup: Model, explainer, settings and seed.
+
+    Returns:
+        ``(row, curves)``; a method that fails gives an ``error`` row and no curves.
+    """
+    a, model, x, seed = setup.audit, setup.access.model, case.x, setup.seed
+    base: dict[str, Any] = {"patch_id": case.patch_id, "method": method}
+    try:
+        values = setup.explain(method, model, x, case.target, seed)
+    except Exception as err:  # AttributionError and budget errors: recorded, not fatal
+        return {**base, "status": "error", "reason": str(err)}, None
+    dele, ins, n_segments = deletion_insertion(case, values, segments, a.faithfulness_steps, model)
+    attr = torch.from_numpy(values)[None]
+    infid = infidelity_score(model, case.target, x, attr, n_samples=a.infidelity_samples, seed=seed)
+    explain = batch_explainer(setup, method, case.target)
+    sens = sensitivity_score(explain, x, n_samples=a.sensitivity_samples, seed=seed)
+    row = {
+        **base,
+        "status": "ok",
+        "reason": "",
+        "deletion_auc": dele.auc,
+        "insertion_auc": ins.auc,
+        "infidelity": infid,
+        "sensitivity_max": sens,
+        "n_superpixels": n_segments,
+    }
+    curves = {
+        **base,
+        "fractions": dele.fractions.tolist(),
+        "deletion": dele.probs.tolist(),
+        "insertion": ins.probs.tolist(),
+    }
+    return row, curves
+
+
+def run_faithfulness(
+    cases: Sequence[Case], methods: Sequence[str], setup: CheckSetup
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Faithfulness rows (:data:`FAITHFULNESS_COLUMNS`) and curves per (case, method).
+
+    Args:
+        cases: Check cases (``sanity.check_cases``).
+        methods: Methods to score.
+        setup: Model, explainer, settings and seed.
+    """
+    rows, curves = [], []
+    for case in cases:
+        segments = superpixels(case.x[0].numpy(), setup.audit.faithfulness_superpixels)
+        for method in methods:
+            row, curve = method_faithfulness(case, method, segments, setup)
+            rows.append(row)
+            if curve is not None:
+                curves.append(curve)
+    return rows, curves

@@ -7,19 +7,101 @@ Verdicts of a (farm target, cue) row:
 - ``not_flagged``: the attribution does not single the cue out;
 - ``confirmed``: flagged, and removing the cue moved the prediction;
 - ``unconfirmed``: flagged, but the prediction did not move (or no counterfactual ran).
+
+The flag table (``audit/flags.csv``, :data:`FLAG_COLUMNS`) has one row per farm target and cue:
+the method that flags the cue most (:func:`best_method`), the methods that flag it, the
+counterfactual's columns and the verdict (:func:`flag_table`).
 """
 
 from __future__ import annotations
 
+import json
 import math
-from typing import Literal
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 
 from pipeline.errors import AuditError
+from pipeline.io import atomic_path
 
 Verdict = Literal["not_computable", "cue_absent", "not_flagged", "confirmed", "unconfirmed"]
+
+#: Verdicts from most to least alarming.
+SEVERITY: tuple[Verdict, ...] = (
+    "confirmed",
+    "unconfirmed",
+    "not_flagged",
+    "cue_absent",
+    "not_computable",
+)
+
+#: The pooled statistics a flag is decided on and reported with, in table order (columns of
+#: the flag table and of the pooled rows, ``pipeline.audit.reliance.POOLED_COLUMNS``).
+FLAG_STATISTICS: tuple[str, ...] = (
+    "enrichment",
+    "ci_low",
+    "ci_high",
+    "attr_share",
+    "area_share",
+    "effect",
+    "swir_share",
+    "flagged",
+)
+
+#: Columns of the flag table (``audit/flags.csv``, ``audit/flags.gpkg``), in order.
+FLAG_COLUMNS: tuple[str, ...] = (
+    "target",
+    "target_id",
+    "cue",
+    "method",
+    "methods_flagged",
+    "verdict",
+    *FLAG_STATISTICS,
+    "score",
+    "score_cf",
+    "score_change",
+    "prob",
+    "prob_cf",
+    "prob_change",
+    "logit_change",
+    "mask_iou",
+    "n_replaced",
+    "moved",
+    "moved_by",
+    "placebo_prob_change",
+    "placebo_logit_change",
+    "placebo_replaced",
+    "specific",
+    "cf_patch",
+    "cf_status",
+    "cf_reason",
+    "computable",
+    "cue_present",
+    "reason",
+    "patch_ids",
+    "n_patches",
+)
+
+#: Columns of each cue's entry in :func:`run_summary`.
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "targets",
+    "cue_present",
+    "flagged",
+    "confirmed",
+    "flagged_fraction",
+    "confirmed_fraction",
+    "not_computable",
+)
+
+#: A flag row's counterfactual columns -> their values when no counterfactual ran.
+CF_NOT_RUN: dict[str, Any] = {"cf_status": "not_run", "cf_reason": ""}
+
+#: ``flag row -> its counterfactual columns`` (``cf_status``, ``moved``, ...).
+CounterfactualFn = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def is_flagged(enrichment: float, effect: float, *, threshold: float, min_effect: float) -> bool:
@@ -92,6 +174,80 @@ def run_summary(flags: pd.DataFrame) -> dict[str, dict[str, float | int | None]]
             "not_computable": int((rows["verdict"] == "not_computable").sum()),
         }
     return out
+
+
+def best_rows(per_method: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (target, target_id, cue) of the per-method pooled rows, sorted by that key.
+
+    Each is the :func:`best_method` row with ``methods_flagged``: the JSON list of the methods
+    that flag the cue (sorted).
+    """
+    if not per_method:
+        return []
+    frame = pd.DataFrame(per_method)
+    out = []
+    for _key, grp in frame.groupby(["target", "target_id", "cue"], sort=True):
+        best = best_method(grp).to_dict()
+        best["methods_flagged"] = json.dumps(sorted(grp.loc[grp["flagged"], "method"]))
+        out.append(best)
+    return out
+
+
+def wants_counterfactual(row: dict[str, Any], scope: str) -> bool:
+    """Whether a flag row gets a counterfactual: its cue is present, and it is flagged or
+    ``scope`` (``audit.counterfactual_scope``) is ``all``."""
+    return bool(row["computable"] and row["cue_present"] and (row["flagged"] or scope == "all"))
+
+
+def with_verdict(row: dict[str, Any], cf: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with the counterfactual columns ``cf`` and the :func:`verdict`.
+
+    ``moved`` counts only when the counterfactual ran (``cf_status`` ``ok``).
+    """
+    moved = cf.get("moved") if cf.get("cf_status") == "ok" else None
+    out = {**row, **cf}
+    out["verdict"] = verdict(
+        computable=bool(out["computable"]),
+        cue_present=bool(out["cue_present"]),
+        flagged=bool(out["flagged"]),
+        moved=moved,
+    )
+    return out
+
+
+def flag_table(
+    per_method: Sequence[dict[str, Any]], counterfactual: CounterfactualFn, *, scope: str
+) -> pd.DataFrame:
+    """The flag table: one row per farm target and cue with :data:`FLAG_COLUMNS`.
+
+    Args:
+        per_method: Pooled rows per (farm target, method, cue)
+            (:func:`pipeline.audit.reliance.pooled_row`).
+        counterfactual: Runs the counterfactual of a flag row (called only for the rows
+            :func:`wants_counterfactual` selects, in table order).
+        scope: ``audit.counterfactual_scope`` (``flagged`` or ``all``).
+    """
+    rows = [
+        with_verdict(row, counterfactual(row) if wants_counterfactual(row, scope) else CF_NOT_RUN)
+        for row in best_rows(per_method)
+    ]
+    return pd.DataFrame(rows).reindex(columns=list(FLAG_COLUMNS))
+
+
+def write_flags_gpkg(path: Path, flags: pd.DataFrame, polygons: dict[tuple[str, str], Any]) -> Path:
+    """Write the flag table with each target's polygon (EPSG:4326; layer ``flags``) atomically.
+
+    Object columns are written as text (GeoPackage has no mixed-type columns); a target
+    without a polygon gets an empty geometry.
+    """
+    geoms = [polygons.get((k, t)) for k, t in zip(flags["target"], flags["target_id"], strict=True)]
+    gdf = gpd.GeoDataFrame(flags.copy(), geometry=geoms, crs="EPSG:4326")
+    for col in gdf.columns:
+        if col != "geometry" and gdf[col].dtype == object:
+            gdf[col] = gdf[col].astype(str)
+    with atomic_path(path) as tmp:
+        gdf.to_file(tmp, layer="flags", driver="GPKG")
+    return path
 
 
 def finite_or_none(value: float) -> float | None:

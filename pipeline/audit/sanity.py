@@ -4,22 +4,41 @@ A method whose maps barely change when the model's weights are re-initialized (c
 the output head down) or when the model is trained on shuffled labels does not explain the
 model. Similarity is the Spearman rank correlation of absolute maps and SSIM of min-max scaled
 absolute maps; a method *passes* when the rank correlation at the last step is below a threshold.
+
+The checks run on a few patches (:func:`check_inputs`: patches with confirmed farms first, then
+the largest farms), cropped around the farm (:func:`check_cases`); :func:`run_sanity` gives
+the ``sanity.json`` payload.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 from torch import nn
 
-from pipeline.attribution.targets import Target
-from pipeline.audit.explainers import ExplainFn
+from pipeline.attribution.targets import Target, patch_target, predicted_mask_target
+from pipeline.audit.explainers import CheckSetup, ExplainFn
+from pipeline.audit.geometry import crop_window
+from pipeline.audit.model_access import ModelAccess
+from pipeline.audit.patches import PatchData
+from pipeline.config.audit import AuditConfig
+
+#: Methods known to fail the randomization checks (the reference of an unfaithful method).
+EXPECTED_FAILURES = ("guided_backprop",)
+
+#: Training patches at most used to train the shuffled-label model.
+MAX_TRAIN_PATCHES = 8
+
+#: A training patch for data randomization: ``(image (C, H, W) stored DN, bands, mask (H, W))``.
+TrainPair = tuple[np.ndarray, tuple[str, ...], np.ndarray]
 
 
 def abs_map(values: np.ndarray) -> np.ndarray:
@@ -244,3 +263,228 @@ def data_randomization(
         rho, ssim = _similarity(explain, m, shuffled, cases, originals, seed)
         out[m] = {"spearman": rho, "ssim": ssim, "pass": bool(rho < max_similarity)}
     return out
+
+
+# ------------------------------------------------------------------------- choosing patches
+def check_patches(
+    farm_masks: Mapping[tuple[str, str, str], np.ndarray], confirmed: set[str]
+) -> list[tuple[str, np.ndarray]]:
+    """The patches the explanation checks run on, best first, one farm mask each.
+
+    Farms whose id is in ``confirmed`` come first, then the largest farms (pixels on the
+    patch); each patch is taken once, with the mask of its first farm in that order.
+
+    Args:
+        farm_masks: ``(patch_id, target kind, target id) -> (H, W)`` bool farm masks, in the
+            order the audit met them (ties keep it).
+        confirmed: Target ids with a confirmed flag.
+
+    Returns:
+        ``(patch_id, farm mask)`` per patch.
+    """
+    ranked = sorted(
+        farm_masks.items(),
+        key=lambda kv: (-int(kv[0][2] in confirmed), -int(kv[1].sum())),
+    )
+    chosen: dict[str, np.ndarray] = {}
+    for (pid, _kind, _tid), mask in ranked:
+        chosen.setdefault(pid, mask)
+    return list(chosen.items())
+
+
+def check_inputs(
+    farm_masks: Mapping[tuple[str, str, str], np.ndarray],
+    flags: pd.DataFrame,
+    patches: Mapping[str, PatchData],
+) -> list[tuple[PatchData, np.ndarray | None]]:
+    """:func:`check_patches` with the flag table's confirmed farms; every patch without a
+    farm mask (``None``) when no farm was audited."""
+    confirmed = set(flags.loc[flags["verdict"] == "confirmed", "target_id"])
+    chosen: list[tuple[PatchData, np.ndarray | None]] = [
+        (patches[pid], mask) for pid, mask in check_patches(farm_masks, confirmed)
+    ]
+    return chosen or [(p, None) for p in patches.values()]
+
+
+def check_target(
+    focus: np.ndarray, x: torch.Tensor, access: ModelAccess, *, whole_patch: bool
+) -> Target:
+    """The frozen target of a check crop: the whole crop, the farm, or what the model predicts.
+
+    Args:
+        focus: ``(h, w)`` bool farm (or label/prediction) pixels of the crop.
+        x: ``(1, C, h, w)`` normalized crop.
+        access: The model (for the predicted-mask fallback).
+        whole_patch: Explain the crop's mean logit (see :func:`check_cases`).
+    """
+    if whole_patch:
+        return patch_target(*focus.shape)
+    if focus.any():
+        return Target("farm", "", torch.from_numpy(np.ascontiguousarray(focus)))
+    try:
+        return predicted_mask_target(access.model, x, access.threshold)
+    except Exception:  # AttributionError: nothing predicted in the crop
+        return patch_target(*focus.shape)
+
+
+def check_cases(
+    cases_src: Sequence[tuple[PatchData, np.ndarray | None]],
+    access: ModelAccess,
+    crop: int,
+    *,
+    whole_patch: bool = False,
+) -> list[Case]:
+    """Cropped, normalized inputs with frozen targets for the explanation checks.
+
+    Each crop is ``crop`` x ``crop`` pixels around the farm mask (else the patch's labels and
+    predictions); patches whose bands differ from the model's are left out.
+
+    ``whole_patch`` explains the crop's mean logit instead of the farm. The randomization
+    checks need it: for a farm-mask target every gradient map is concentrated on the mask
+    whatever the weights (a re-initialized network's too), so rank correlations stay high and
+    measure the target's footprint, not the model. The crop's mean logit is the analogue of the
+    whole-image class score Adebayo et al. (2018) randomize against.
+    """
+    out = []
+    for p, tmask in cases_src:
+        if p.bands != access.bands:
+            continue
+        focus = tmask if tmask is not None and tmask.any() else p.predicted | p.labels
+        win = crop_window(focus, crop)
+        x = access.normalize(p.image[:, win[0], win[1]].astype(np.float32)[None])
+        target = check_target(focus[win], x, access, whole_patch=whole_patch)
+        out.append(Case(p.patch_id, x, target))
+    return out
+
+
+def train_arrays(
+    pairs: Iterable[TrainPair], access: ModelAccess, crop: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Training crops and label masks for data randomization.
+
+    Args:
+        pairs: Training patches (:func:`pipeline.audit.patches.read_train_pairs`); those whose
+            bands differ from the model's are left out.
+        access: The model (bands and normalization).
+        crop: Side of each crop (pixels), centred on the label.
+
+    Returns:
+        ``(images (N, C, crop, crop) normalized, masks (N, crop, crop) 0/1)``, or ``None``
+        when no pair is usable.
+    """
+    xs, ys = [], []
+    for image, bands, mask in pairs:
+        if bands != access.bands:
+            continue
+        win = crop_window(mask.astype(bool), crop)
+        xs.append(access.normalize(image[:, win[0], win[1]].astype(np.float32)))
+        ys.append(torch.from_numpy(mask[win].astype(np.float32)))
+    if not xs:
+        return None
+    return torch.stack(xs), torch.stack(ys)
+
+
+# ----------------------------------------------------------------------------- sanity.json
+def sanity_header(cases: Sequence[Case], audit: AuditConfig) -> dict[str, Any]:
+    """The settings part of ``sanity.json``: methods, patches, criterion."""
+    return {
+        "methods": list(audit.sanity_methods),
+        "patches": [c.patch_id for c in cases],
+        "crop": audit.sanity_crop,
+        "max_similarity": audit.max_similarity,
+        "expected_failures": list(EXPECTED_FAILURES),
+        "criterion": "pass when the Spearman rank correlation of |maps| at the last step "
+        f"is below {audit.max_similarity}",
+    }
+
+
+def originals_or_errors(
+    setup: CheckSetup, methods: Sequence[str], cases: Sequence[Case]
+) -> tuple[dict[tuple[str, str], np.ndarray], dict[str, str]]:
+    """:func:`original_maps` per method; a method that cannot run here is recorded, not fatal.
+
+    Returns:
+        ``(original maps of the methods that ran, method -> error message)``.
+    """
+    errors: dict[str, str] = {}
+    originals: dict[tuple[str, str], np.ndarray] = {}
+    for m in methods:
+        try:
+            originals |= original_maps(setup.explain, setup.access.model, [m], cases, setup.seed)
+        except Exception as err:  # AttributionError, budget errors
+            errors[m] = str(err)
+    return originals, errors
+
+
+def data_randomization_section(
+    setup: CheckSetup,
+    methods: Sequence[str],
+    cases: Sequence[Case],
+    originals: dict[tuple[str, str], np.ndarray],
+    train_pairs: Iterable[TrainPair],
+) -> dict[str, Any]:
+    """The ``data_randomization`` entry of ``sanity.json`` (or why it was skipped)."""
+    a = setup.audit
+    if not a.data_randomization_steps:
+        return {"skipped": "disabled (audit.data_randomization_steps = 0)"}
+    data = train_arrays(train_pairs, setup.access, a.sanity_crop)
+    if data is None:
+        return {"skipped": "no training patches with masks found"}
+    model = setup.access.model
+    shuffled, loss = train_shuffled(model, *data, steps=a.data_randomization_steps, seed=setup.seed)
+    for prm in shuffled.parameters():
+        prm.requires_grad_(False)
+    return {
+        "steps": a.data_randomization_steps,
+        "train_patches": int(data[0].shape[0]),
+        "final_loss": loss,
+        "methods": data_randomization(
+            setup.explain,
+            model,
+            shuffled,
+            methods,
+            cases,
+            seed=setup.seed,
+            max_similarity=a.max_similarity,
+            originals=originals,
+        ),
+    }
+
+
+def run_sanity(
+    cases: Sequence[Case], setup: CheckSetup, train_pairs: Iterable[TrainPair]
+) -> dict[str, Any]:
+    """The ``sanity.json`` payload: model randomization, then data randomization.
+
+    Args:
+        cases: :func:`check_cases` (``whole_patch=True``).
+        setup: Model, explainer, settings and seed.
+        train_pairs: Training patches; iterated only when data randomization runs (a lazy
+            :func:`pipeline.audit.patches.read_train_pairs` reads nothing otherwise).
+
+    Returns:
+        :func:`sanity_header` with ``skipped`` when there is no case or method, else with
+        ``errors`` (methods that could not run, left out of ``methods``),
+        ``model_randomization`` and ``data_randomization``.
+    """
+    payload = sanity_header(cases, setup.audit)
+    if not cases or not payload["methods"]:
+        payload["skipped"] = "no patch usable for the checks" if not cases else "no methods"
+        return payload
+    originals, errors = originals_or_errors(setup, payload["methods"], cases)
+    methods = [m for m in payload["methods"] if m not in errors]
+    payload["methods"], payload["errors"] = methods, errors
+    payload["model_randomization"] = model_randomization(
+        setup.explain,
+        setup.access.model,
+        methods,
+        cases,
+        steps=setup.audit.cascade_steps,
+        seed=setup.seed,
+        max_similarity=setup.audit.max_similarity,
+        originals=originals,
+    )
+    payload["data_randomization"] = data_randomization_section(
+        setup, methods, cases, originals, train_pairs
+    )
+    return payload

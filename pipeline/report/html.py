@@ -3,6 +3,9 @@
 Nothing here touches files or the network: :func:`render` turns a :class:`ReportData` into a
 string. The page has a summary of flags, a flags table, one card per farm target (pictures,
 numbers, verdict), the sanity-check and faithfulness tables, and plots.
+
+The columns each table shows are chosen here, in page order, from the columns the module that
+writes the table declares (:func:`shown` checks each name against them).
 """
 
 from __future__ import annotations
@@ -12,6 +15,71 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from pipeline.audit.faithfulness import FAITHFULNESS_COLUMNS
+from pipeline.audit.flags import FLAG_COLUMNS, SEVERITY, SUMMARY_COLUMNS
+from pipeline.audit.patches import CUE_COLUMNS
+from pipeline.audit.reliance import POOLED_COLUMNS
+
+
+def shown(owner: Sequence[str], *names: str) -> tuple[str, ...]:
+    """The columns a table shows, in order, each checked to be one its writer declares.
+
+    Args:
+        owner: The table's columns as its writer declares them (e.g. ``FLAG_COLUMNS``).
+        names: The columns to show.
+
+    Raises:
+        ValueError: a name is not a column of the table.
+    """
+    unknown = [n for n in names if n not in owner]
+    if unknown:
+        raise ValueError(f"columns {unknown} are not in the table (it has {list(owner)})")
+    return names
+
+
+#: Flag-table columns shown for each cue, before and after the counterfactual's probabilities.
+_CUE_SHOWN = ("cue", "method", "verdict", "enrichment", "ci_low", "ci_high", "effect", "swir_share")
+_CHANGE_SHOWN = ("prob_change", "logit_change", "placebo_logit_change", "score_change", "mask_iou")
+
+#: Columns of the flag table (``audit/flags.csv``) on the page.
+FLAG_TABLE = shown(FLAG_COLUMNS, "target", "target_id", *_CUE_SHOWN, *_CHANGE_SHOWN)
+
+#: Columns of a farm card's table (its rows of ``audit/flags.csv``).
+CARD_TABLE = shown(FLAG_COLUMNS, *_CUE_SHOWN, "prob", "prob_cf", *_CHANGE_SHOWN)
+
+#: Columns of the per-run table (``audit/run_flags.csv``).
+RUN_FLAG_TABLE = shown(
+    POOLED_COLUMNS,
+    "target",
+    "method",
+    "cue",
+    "n_patches",
+    "enrichment",
+    "ci_low",
+    "ci_high",
+    "effect",
+    "flagged",
+)
+
+#: Columns of the faithfulness table (``audit/faithfulness.csv``).
+FAITHFULNESS_TABLE = shown(
+    FAITHFULNESS_COLUMNS,
+    "patch_id",
+    "method",
+    "status",
+    "deletion_auc",
+    "insertion_auc",
+    "infidelity",
+    "sensitivity_max",
+    "reason",
+)
+
+#: Columns of the cue table (``audit/cues.csv``).
+CUE_TABLE = shown(CUE_COLUMNS, "patch_id", "cue", "status", "source", "pixel_share", "reason")
+
+#: Columns of the per-cue summary (``flags.run_summary``): the cue, then all of its numbers.
+PER_CUE_TABLE = ("cue", *SUMMARY_COLUMNS)
 
 #: Verdict -> badge colour.
 BADGE: dict[str, str] = {
@@ -172,18 +240,7 @@ def _summary(data: ReportData) -> str:
         f'<div class="tile"><b>{fmt(v)}</b>{html.escape(k)}</div>' for k, v in tiles
     )
     per_cue = table(
-        [{"cue": c, **v} for c, v in s.get("per_cue", {}).items()],
-        [
-            "cue",
-            "targets",
-            "cue_present",
-            "flagged",
-            "confirmed",
-            "flagged_fraction",
-            "confirmed_fraction",
-            "not_computable",
-        ],
-        left=["cue"],
+        [{"cue": c, **v} for c, v in s.get("per_cue", {}).items()], PER_CUE_TABLE, left=["cue"]
     )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in data.notes)
     return (
@@ -192,10 +249,6 @@ def _summary(data: ReportData) -> str:
         + (f'<ul class="note">{notes}</ul>' if notes else "")
         + "</section>"
     )
-
-
-#: Verdicts from most to least alarming (the order of the flag table).
-SEVERITY = ("confirmed", "unconfirmed", "not_flagged", "cue_absent", "not_computable")
 
 
 def by_severity(flags: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -214,34 +267,6 @@ def by_severity(flags: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _flags(data: ReportData) -> str:
-    cols = [
-        "target",
-        "target_id",
-        "cue",
-        "method",
-        "verdict",
-        "enrichment",
-        "ci_low",
-        "ci_high",
-        "effect",
-        "swir_share",
-        "prob_change",
-        "logit_change",
-        "placebo_logit_change",
-        "score_change",
-        "mask_iou",
-    ]
-    run_cols = [
-        "target",
-        "method",
-        "cue",
-        "n_patches",
-        "enrichment",
-        "ci_low",
-        "ci_high",
-        "effect",
-        "flagged",
-    ]
     return (
         '<section id="flags"><h2>Flags per farm</h2>'
         '<p class="note">Enrichment: the cue\'s share of positive attribution outside the '
@@ -252,13 +277,16 @@ def _flags(data: ReportData) -> str:
         "first.</p>"
         + table(
             by_severity(data.flags),
-            cols,
+            FLAG_TABLE,
             table_id="flags-table",
             left=["target", "target_id", "cue", "method"],
         )
         + "<h3>Per run (pooled over patches, bootstrap CI across patches)</h3>"
         + table(
-            data.run_flags, run_cols, table_id="run-flags-table", left=["target", "method", "cue"]
+            data.run_flags,
+            RUN_FLAG_TABLE,
+            table_id="run-flags-table",
+            left=["target", "method", "cue"],
         )
         + "</section>"
     )
@@ -270,28 +298,11 @@ def _card(card: Card) -> str:
         f"<figcaption>{html.escape(f.caption)}</figcaption></figure>"
         for f in card.figures
     )
-    cols = [
-        "cue",
-        "method",
-        "verdict",
-        "enrichment",
-        "ci_low",
-        "ci_high",
-        "effect",
-        "swir_share",
-        "prob",
-        "prob_cf",
-        "prob_change",
-        "logit_change",
-        "placebo_logit_change",
-        "score_change",
-        "mask_iou",
-    ]
     return (
         f'<div class="card" data-verdict="{html.escape(card.verdict)}">'
         f"<h3>{html.escape(card.title)} {badge(card.verdict)}</h3>"
         f'<p class="note">{html.escape(card.subtitle)}</p><div class="imgs">{figs}</div>'
-        + table(card.rows, cols, left=["cue", "method"])
+        + table(card.rows, CARD_TABLE, left=["cue", "method"])
         + "</div>"
     )
 
@@ -358,16 +369,6 @@ def _sanity(data: ReportData) -> str:
 
 
 def _faithfulness(data: ReportData) -> str:
-    cols = [
-        "patch_id",
-        "method",
-        "status",
-        "deletion_auc",
-        "insertion_auc",
-        "infidelity",
-        "sensitivity_max",
-        "reason",
-    ]
     return (
         '<section id="faithfulness"><h2>Faithfulness</h2><p class="note">Deletion AUC: '
         "lower is better (removing the top superpixels kills the prediction fast); "
@@ -375,7 +376,7 @@ def _faithfulness(data: ReportData) -> str:
         "is better.</p>"
         + table(
             data.faithfulness,
-            cols,
+            FAITHFULNESS_TABLE,
             table_id="faithfulness-table",
             left=["patch_id", "method", "status", "reason"],
         )
@@ -384,12 +385,11 @@ def _faithfulness(data: ReportData) -> str:
 
 
 def _cues(data: ReportData) -> str:
-    cols = ["patch_id", "cue", "status", "source", "pixel_share", "reason"]
     return (
         '<section id="cues"><h2>Cue masks per patch</h2>'
         + table(
             data.cues,
-            cols,
+            CUE_TABLE,
             table_id="cues-table",
             left=["patch_id", "cue", "status", "source", "reason"],
         )

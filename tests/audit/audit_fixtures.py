@@ -154,9 +154,9 @@ def build_run(root: Path, *, overrides: tuple[str, ...] = ()) -> tuple[RunConfig
         kind = "snow" if pid == "p0" else "uniform"
         for method in ("saliency", "integrated_gradients"):
             for target, tid in (("label_farms", fid), ("predicted_mask", "")):
-                rel = f"attribute/{method}/{target}/{pid}{'__' + tid if tid else ''}.tif"
+                raster = paths.attribution(f"{pid}__{tid}" if tid else pid, method, target)
                 write_cog(
-                    paths.root / rel,
+                    raster,
                     attribution(kind, i),
                     g,
                     band_names=[*BANDS, "aggregate"],
@@ -168,7 +168,7 @@ def build_run(root: Path, *, overrides: tuple[str, ...] = ()) -> tuple[RunConfig
                         "method": method,
                         "target": target,
                         "target_id": tid,
-                        "path": rel,
+                        "path": paths.relative(raster),
                         "score": 1.0,
                         "baseline_score": 0.0,
                         "completeness_gap": 0.0,
@@ -194,5 +194,5 @@ def build_run(root: Path, *, overrides: tuple[str, ...] = ()) -> tuple[RunConfig
         threshold=0.5,
     )
     save_model(paths.model, build_unet(arch), meta)
-    (paths.stage_dir("predict") / "metrics.json").write_text(json.dumps({"threshold": 0.5}))
+    paths.metrics.write_text(json.dumps({"threshold": 0.5}))
     return cfg, paths

@@ -1,21 +1,35 @@
-"""Counterfactual: background replacement, and stand-in models that do / do not use snow."""
+"""Counterfactual: background replacement, and stand-in models that do / do not use snow;
+the driver that runs one farm's counterfactual and placebo over its patches."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 import torch
+from affine import Affine
+from rasterio.crs import CRS
 from torch import nn
 
 from pipeline.attribution.targets import Target
 from pipeline.audit.counterfactual import (
     counterfactual,
+    farm_cases,
     iou,
+    mask_centre,
     placebo_columns,
     placebo_mask,
     pooled_counterfactual,
     remove_cue,
+    run_counterfactual,
+    usable_cue,
 )
+from pipeline.audit.cues import CueMask
+from pipeline.audit.model_access import ModelAccess
+from pipeline.audit.patches import PatchData
+from pipeline.config.audit import AuditConfig
+from pipeline.geo.raster import Grid
 
 H = W = 48
 SNOW_DN, SOIL_DN, FARM_DN = 8000.0, 1000.0, 400.0
@@ -236,3 +250,85 @@ def test_no_placebo_leaves_the_verdict_to_the_counterfactual() -> None:
         iou_threshold=0.5,
     )
     assert placebo_columns(None, res, 2.0)["specific"] is None
+
+
+BANDS3 = ("a", "b", "c")
+
+
+def _patch(pid: str, bands: tuple[str, ...] = BANDS3) -> tuple[PatchData, np.ndarray]:
+    """:func:`_small_scene` as an audited patch (10 m grid) and its farm's mask."""
+    img, farm, snow = _small_scene()
+    grid = Grid(CRS.from_epsg(32618), Affine(10.0, 0, 0.0, 0, -10.0, 0.0), H, W)
+    cues = {
+        "snow": CueMask("snow", snow, "scl"),
+        "water": CueMask("water", None, "ndwi", "no B08 here"),
+    }
+    valid = np.ones((H, W), bool)
+    return PatchData(pid, img, bands, grid, valid, farm, farm.copy(), cues), farm
+
+
+def _audit() -> AuditConfig:
+    return AuditConfig(background_radius_m=30.0, buffer_m=20.0, counterfactual_logit=1.0)
+
+
+def test_farm_cases_largest_part_first_and_only_where_the_farm_is() -> None:
+    (p0, farm), (p1, _) = _patch("p0"), _patch("p1")
+    part = np.zeros_like(farm)
+    part[16:20, 4:8] = True
+    masks = {("p0", "label_farms", "w1"): part, ("p1", "label_farms", "w1"): farm}
+    row = {"target": "label_farms", "target_id": "w1", "patch_ids": json.dumps(["p0", "p1", "p2"])}
+    cases = farm_cases(row, {"p0": p0, "p1": p1}, masks)
+    assert [(p.patch_id, m is farm) for p, m in cases] == [("p1", True), ("p0", False)]
+    assert mask_centre(part) == (17.5, 5.5) and mask_centre(np.zeros_like(part)) == (0.0, 0.0)
+
+
+def test_usable_cue_says_why_a_patch_cannot_take_part() -> None:
+    p, _ = _patch("p0")
+    assert usable_cue(p, "snow", BANDS3) is p.cues["snow"].mask
+    assert usable_cue(p, "water", BANDS3) == "p0: no B08 here"
+    assert "differ from the model's" in str(usable_cue(p, "snow", ("x", "y", "z")))
+
+
+def test_run_counterfactual_removes_the_cue_and_its_placebo() -> None:
+    p, farm = _patch("p0")
+    access = ModelAccess(UsesSnow(), _normalize, 0.5, BANDS3)
+    row = {"target": "label_farms", "target_id": "w1", "cue": "snow"}
+    cols = run_counterfactual(row, [(p, farm)], access, _audit())
+    snow = p.cues["snow"].mask
+    direct = counterfactual(
+        UsesSnow(),
+        _normalize,
+        p.image,
+        remove_cue(p.image, snow, p.valid, farm, radius_px=3),
+        Target("label_farms", "w1", torch.from_numpy(farm)),
+        threshold=0.5,
+        near_px=3,
+        prob_threshold=0.1,
+        iou_threshold=0.5,
+        logit_threshold=1.0,
+    )
+    assert cols["cf_status"] == "ok" and json.loads(cols["cf_patch"]) == ["p0"]
+    assert cols["n_replaced"] == int(snow.sum()) == direct.n_replaced
+    assert cols["prob_change"] == pytest.approx(direct.prob_change)
+    # the same blob turned about the farm (pixels already at the background median stay put)
+    assert 0.9 * snow.sum() <= cols["placebo_replaced"] <= snow.sum()
+    assert cols["specific"] is True and cols["moved"] is True
+    assert json.loads(cols["moved_by"]) == list(direct.moved_by)
+
+
+def test_run_counterfactual_skips_patches_it_cannot_use() -> None:
+    p, farm = _patch("p0")
+    q, _ = _patch("q0", ("x", "y", "z"))
+    access = ModelAccess(UsesSnow(), _normalize, 0.5, BANDS3)
+    row = {"target": "label_farms", "target_id": "w1", "cue": "water"}
+    skipped = run_counterfactual(row, [(p, farm), (q, farm)], access, _audit())
+    assert skipped["cf_status"] == "skipped" and "p0: no B08 here" in skipped["cf_reason"]
+    assert "q0: patch bands" in skipped["cf_reason"]
+    row["cue"] = "snow"
+    partial = run_counterfactual(row, [(q, farm), (p, farm)], access, _audit())
+    assert partial["cf_status"] == "ok" and json.loads(partial["cf_patch"]) == ["p0"]
+    assert partial["cf_reason"].startswith("q0: patch bands")
+    no_placebo = run_counterfactual(
+        row, [(p, farm)], access, _audit().model_copy(update={"placebo_ratio": 0})
+    )
+    assert no_placebo["specific"] is None and no_placebo["placebo_replaced"] == 0

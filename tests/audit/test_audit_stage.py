@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 from audit_fixtures import build_run
 
+from pipeline.audit.patches import analyst_on_grid
 from pipeline.errors import AuditError, MissingArtifactError
 from pipeline.stages import audit
 
 
 def _flags(paths) -> pd.DataFrame:
-    return pd.read_csv(paths.stage_dir("audit") / "flags.csv", dtype={"target_id": str})
+    return pd.read_csv(paths.flags, dtype={"target_id": str})
 
 
 def test_snow_reliance_is_flagged_uniform_is_not(audited) -> None:
@@ -34,27 +35,27 @@ def test_snow_reliance_is_flagged_uniform_is_not(audited) -> None:
 
 def test_cues_reliance_and_gpkg(audited) -> None:
     _, paths = audited
-    cues = pd.read_csv(paths.stage_dir("audit") / "cues.csv").set_index(["patch_id", "cue"])
+    cues = pd.read_csv(paths.cues).set_index(["patch_id", "cue"])
     assert cues.loc[("p0", "snow"), "source"] == "scl"
     assert cues.loc[("p1", "snow"), "source"] == "ndsi"  # no SCL: the spectral test
     assert cues.loc[("p1", "snow"), "pixel_share"] == pytest.approx(24 * 16 / 64**2)
     reliance = pd.read_csv(paths.reliance)
     assert len(reliance) == 8 * 3  # 8 attribution rasters x 3 cues
-    gdf = gpd.read_file(paths.stage_dir("audit") / "flags.gpkg", layer="flags")
+    gdf = gpd.read_file(paths.flags_gpkg, layer="flags")
     assert gdf.crs.to_epsg() == 4326 and len(gdf) == 6 and gdf.geometry.notna().all()
-    run_flags = pd.read_csv(paths.stage_dir("audit") / "run_flags.csv")
+    run_flags = pd.read_csv(paths.run_flags)
     assert {"ci_low", "ci_high", "enrichment"} <= set(run_flags.columns)
 
 
 def test_sanity_and_faithfulness_outputs(audited) -> None:
     _, paths = audited
-    sanity = json.loads((paths.stage_dir("audit") / "sanity.json").read_text())
+    sanity = json.loads(paths.sanity.read_text())
     mr = sanity["model_randomization"]
     assert len(mr["steps"]) == 2 and set(mr["methods"]) == {"saliency", "guided_backprop"}
     for v in mr["methods"].values():
         assert len(v["spearman"]) == 2 and all(-1 <= r <= 1 for r in v["spearman"])
     assert set(sanity["data_randomization"]["methods"]) == {"saliency", "guided_backprop"}
-    faith = pd.read_csv(paths.stage_dir("audit") / "faithfulness.csv")
+    faith = pd.read_csv(paths.faithfulness)
     assert faith["status"].eq("ok").all()
     assert faith["deletion_auc"].between(0, 1).all() and faith["insertion_auc"].between(0, 1).all()
     assert np.isfinite(faith["infidelity"]).all()
@@ -83,10 +84,10 @@ def test_analyst_cues_on_the_grid(tmp_path) -> None:
     from shapely.geometry import box
 
     gdf = gpd.GeoDataFrame(geometry=[box(left, bottom, right, top)], crs=g.crs).to_crs(4326)
-    mask = audit.analyst_on_grid(gdf, g)
+    mask = analyst_on_grid(gdf, g)
     assert int(mask.sum()) == 24 * 16 and mask[SNOW].all()
     raster = np.zeros((1, 64, 64), np.uint8)
     raster[0][SNOW] = 1
     path = write_cog(tmp_path / "cue.tif", raster, g, band_names=["cue"], nodata=None)
-    assert np.array_equal(audit.analyst_on_grid(path, g), raster[0].astype(bool))
-    assert "no CRS" in audit.analyst_on_grid(gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)]), g)
+    assert np.array_equal(analyst_on_grid(path, g), raster[0].astype(bool))
+    assert "no CRS" in analyst_on_grid(gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)]), g)

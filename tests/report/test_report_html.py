@@ -23,10 +23,9 @@ def test_report_has_every_section_and_no_external_resource(reported) -> None:
 
 def test_qml_styles_are_xml(reported) -> None:
     _, paths = reported
-    folder = paths.report.parent
-    raster = ET.fromstring((folder / "attribution.qml").read_text().split("\n", 1)[1])
+    raster = ET.fromstring(paths.report_style("attribution").read_text().split("\n", 1)[1])
     assert raster.find(".//rasterrenderer").get("band") == "11"
-    flags = ET.fromstring((folder / "flags.qml").read_text().split("\n", 1)[1])
+    flags = ET.fromstring(paths.report_style("flags").read_text().split("\n", 1)[1])
     values = {c.get("value") for c in flags.iter("category")}
     assert {"confirmed", "unconfirmed", "not_flagged", "not_computable"} <= values
 
