@@ -274,7 +274,3 @@ class WorldPaths:
         """Folder of the planted truth (farms, snow, distractors, ``truth.json``, ``snow.tif``)."""
         return self.root / "truth"
 
-
-def world_dir(data_root: Path, name: str) -> Path:
-    """Folder of a demo world: ``catalog.json``, ``world.osm``, ``truth/``."""
-    return WorldPaths(data_root, name).root

@@ -21,7 +21,7 @@ from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.demo import load_truth
 from pipeline.manifest import Manifest
-from pipeline.paths import RunPaths
+from pipeline.paths import RunPaths, WorldPaths
 from pipeline.stages import STAGES, is_current
 
 pytestmark = pytest.mark.slow
@@ -73,7 +73,7 @@ def test_every_stage_leaves_a_manifest_whose_outputs_exist(run) -> None:
 def test_labels_match_the_planted_farms(run) -> None:
     _, paths = run
     farms = gpd.read_file(paths.farms)
-    truth = load_truth(paths.data_root / "worlds" / "demo")
+    truth = load_truth(WorldPaths(paths.data_root, "demo").root)
     assert set(farms["farm_id"]) == set(truth.farms["farm_id"])
     assert (paths.root / "fetch").is_dir() and len(gpd.read_file(paths.fetch_index)) > 0
 
@@ -144,3 +144,5 @@ def test_walkthrough_notebook_executes(run) -> None:
                 os.environ[key] = value
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert images, "the notebook displayed no quicklook"

@@ -1,1 +1,1 @@
-"""Geospatial I/O and pure geometry helpers (rasters, windows, CRS, OSM, STAC live here)."""
+"""Geospatial helpers: raster I/O and grids, CRS and UTM zones, masks, patch plans, splits, AOIs."""

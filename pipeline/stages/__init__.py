@@ -18,7 +18,7 @@ from pipeline.config import RunConfig, config_digest
 from pipeline.errors import MissingArtifactError
 from pipeline.io import write_json
 from pipeline.manifest import Manifest, manifest_digest, package_versions
-from pipeline.paths import RunPaths, world_dir
+from pipeline.paths import RunPaths, WorldPaths
 from pipeline.stages.base import StageOutput
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ def world_manifest(cfg: RunConfig) -> Path | None:
     """Manifest of the demo world this run reads, or ``None`` for a real data source."""
     if cfg.world is None:
         return None
-    return world_dir(cfg.run.data_root, cfg.world.name) / "manifest.json"
+    return WorldPaths(cfg.run.data_root, cfg.world.name).manifest
 
 
 def _inputs(stage: Stage, cfg: RunConfig, paths: RunPaths) -> dict[str, str]:
@@ -226,7 +226,7 @@ def run_stage(name: str, cfg: RunConfig, *, force: bool = False) -> Manifest:
         return Manifest.read(paths.manifest(name))
     paths.stage_dir(name).mkdir(parents=True, exist_ok=True)
     write_json(
-        paths.stage_dir(name) / "config.json",
+        paths.stage_config(name),
         {s: cfg.model_dump(mode="json")[s] for s in ("run", *stage.sections)},
     )
     start = time.perf_counter()
