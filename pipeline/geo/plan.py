@@ -1,4 +1,4 @@
-"""Patch plan: where the 256 x 256 patches go, and which patches must share a split.
+"""Patch plan: where the 256 x 256 patches go (:mod:`pipeline.geo.splits` groups them).
 
 A patch lives in the UTM zone of its centre (EPSG 326zz/327zz); its upper-left corner
 ``(x0, y0)`` is snapped to multiples of ``gsd`` so patches of one zone share one pixel lattice.
@@ -525,42 +525,3 @@ def _uncovered_farms(farms: gpd.GeoDataFrame, positives: gpd.GeoDataFrame) -> in
         return len(farms)
     cover = shapely.union_all(list(positives.geometry))
     return int(sum(g.difference(cover).area > 1e-3 * g.area for g in farms.geometry))
-
-
-def group_patches(
-    footprints: Sequence[BaseGeometry], farm_ids: Sequence[Sequence[str]]
-) -> list[int]:
-    """Connected groups of patches that overlap or share a farm (union-find).
-
-    Args:
-        footprints: Patch footprints in one common CRS (EPSG:4326); touching edges do not count
-            as overlap, a shared interior does.
-        farm_ids: Farms each patch shows.
-
-    Returns:
-        For each patch, the index of its group's first member (lowest index).
-    """
-    parent = list(range(len(footprints)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def union(a: int, b: int) -> None:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-
-    tree = shapely.STRtree(list(footprints))
-    for i, fp in enumerate(footprints):
-        for j in tree.query(fp, predicate="intersects"):
-            j = int(j)
-            if j != i and fp.intersection(footprints[j]).area > 1e-9 * fp.area:
-                union(i, j)
-    first_with: dict[str, int] = {}
-    for i, ids in enumerate(farm_ids):
-        for fid in ids:
-            union(i, first_with.setdefault(fid, i))
-    return [find(i) for i in range(len(footprints))]

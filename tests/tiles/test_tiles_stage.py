@@ -13,8 +13,8 @@ from shapely.geometry import box
 from pipeline.bands import BANDS
 from pipeline.config import RunConfig
 from pipeline.errors import MissingArtifactError, RasterError
-from pipeline.geo.plan import group_patches
 from pipeline.geo.raster import read_grid
+from pipeline.geo.splits import group_patches
 from pipeline.osm.geometry import to_epsg
 from pipeline.stages import run_stage
 from pipeline.stages import tiles as tiles_stage
