@@ -21,7 +21,7 @@ from pipeline.config.fetch import FetchConfig
 from pipeline.errors import FetchError
 from pipeline.io import atomic_path, write_json
 from pipeline.paths import RunPaths
-from pipeline.stac.assets import resolve_provider, signer_for
+from pipeline.stac.assets import Provider, resolve_provider, signer_for
 from pipeline.stac.fetch import (
     FetchedPatch,
     PatchFetcher,
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 def fetch_all(
-    specs: list[PatchSpec], fc: FetchConfig, paths: RunPaths, provider: str
+    specs: list[PatchSpec], fc: FetchConfig, paths: RunPaths, provider: Provider
 ) -> list[FetchedPatch]:
     """Every patch of ``specs`` through a pool of ``fc.workers`` (reads on ``fc.read_threads``).
 
