@@ -17,6 +17,7 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
@@ -26,6 +27,7 @@ import shapely
 from shapely.geometry import Point, box
 from shapely.geometry.base import BaseGeometry
 
+from pipeline.errors import LabelsError
 from pipeline.osm.geometry import to_epsg, transformer, utm_epsg
 
 PLAN_COLUMNS = (
@@ -525,3 +527,27 @@ def _uncovered_farms(farms: gpd.GeoDataFrame, positives: gpd.GeoDataFrame) -> in
         return len(farms)
     cover = shapely.union_all(list(positives.geometry))
     return int(sum(g.difference(cover).area > 1e-3 * g.area for g in farms.geometry))
+
+
+def read_hard_points(path: Path | None) -> list[tuple[float, float]]:
+    """``(lon, lat)`` of a representative point of every feature of a vector file.
+
+    Args:
+        path: ``labels.hard_negatives_file`` (any OGR format and declared CRS), or ``None``.
+
+    Raises:
+        LabelsError: the file does not exist or declares no CRS.
+    """
+    if path is None:
+        return []
+    if not path.is_file():
+        raise LabelsError(
+            f"labels.hard_negatives_file {path} does not exist; point it at a "
+            "vector file of hard negatives (e.g. predict/false_positives.gpkg) or "
+            "remove the key"
+        )
+    gdf = gpd.read_file(path)
+    if gdf.crs is None:
+        raise LabelsError(f"labels.hard_negatives_file {path} declares no CRS; save it with one")
+    pts = gdf.to_crs(4326).geometry.representative_point()
+    return [(p.x, p.y) for p in pts if p is not None and not p.is_empty]
