@@ -608,6 +608,24 @@ def _run_method(
     return replace(out, values=out.values.detach().to(torch.float32))
 
 
+def _finite(attr: torch.Tensor, method: str, target: Target) -> torch.Tensor:
+    if not bool(torch.isfinite(attr).all()):
+        raise AttributionError(
+            f"{method} produced non-finite attributions for target "
+            f"{target.name}/{target.target_id}; check the input for NaN"
+        )
+    return attr
+
+
+def _scores(
+    forward: TargetForward, x: torch.Tensor, baseline: torch.Tensor | None
+) -> tuple[float, float | None]:
+    """``f(x)`` and ``f(x')`` (``None`` without a baseline), logit units."""
+    with torch.no_grad():
+        score = float(forward(x)[0])
+        return score, None if baseline is None else float(forward(baseline)[0])
+
+
 def explain(
     method: str,
     model: nn.Module,
@@ -640,15 +658,8 @@ def explain(
     forward = TargetForward(model, target).to(x.device)
     inputs, input_params = method_inputs(spec, x.detach(), cfg, seed, superpixels)
     out = _run_method(spec, forward, x, cfg, inputs)
-    attr = out.values
-    if not bool(torch.isfinite(attr).all()):
-        raise AttributionError(
-            f"{method} produced non-finite attributions for target "
-            f"{target.name}/{target.target_id}; check the input for NaN"
-        )
-    with torch.no_grad():
-        score = float(forward(x)[0])
-        baseline_score = None if inputs.baseline is None else float(forward(inputs.baseline)[0])
+    attr = _finite(out.values, method, target)
+    score, baseline_score = _scores(forward, x, inputs.baseline)
     gap = None
     if is_complete(spec, out) and baseline_score is not None:
         gap = abs(float(attr.double().sum()) - (score - baseline_score))
