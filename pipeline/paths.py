@@ -7,8 +7,14 @@ Stages, the report, notebooks and tests ask these objects for a path; none joins
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def safe_name(text: str) -> str:
+    """``text`` with every character but ``A-Z a-z 0-9 _ . -`` replaced by ``_`` (never empty)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text) or "_"
 
 
 @dataclass(frozen=True)
@@ -40,9 +46,14 @@ class RunPaths:
         """``path`` relative to the run folder (how manifests list outputs)."""
         return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
 
-    def from_relative(self, relative: str | Path) -> Path:
-        """The file that an index lists relative to the run folder (inverse of :meth:`relative`)."""
+    def resolve(self, relative: str) -> Path:
+        """The file a run-relative path of an index table names (inverse of :meth:`relative`)."""
         return self.root / relative
+
+    @property
+    def overpass_cache(self) -> Path:
+        """Overpass responses keyed by the query's SHA-256, shared by every run of the root."""
+        return self.data_root / "cache" / "overpass"
 
     # labels ------------------------------------------------------------------------------
     @property
@@ -172,8 +183,11 @@ class RunPaths:
         return self.predicted_rasters_dir / f"{stem}_farms.gpkg"
 
     # attribute ---------------------------------------------------------------------------
-    def attribution(self, patch_id: str, method: str, target: str) -> Path:
-        return self.stage_dir("attribute") / method / target / f"{patch_id}.tif"
+    def attribution(self, patch_id: str, method: str, target: str, target_id: str = "") -> Path:
+        """Attribution COG: ``<pid>.tif`` for a patch-level target, ``<pid>__<target_id>.tif``
+        (with :func:`safe_name`) for an object target."""
+        name = f"{patch_id}__{safe_name(target_id)}" if target_id else patch_id
+        return self.stage_dir("attribute") / method / target / f"{name}.tif"
 
     @property
     def attribution_index(self) -> Path:
@@ -273,4 +287,3 @@ class WorldPaths:
     def truth(self) -> Path:
         """Folder of the planted truth (farms, snow, distractors, ``truth.json``, ``snow.tif``)."""
         return self.root / "truth"
-

@@ -7,6 +7,7 @@ problem becomes a recorded reason, never an exception and never a silent skip.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,3 +77,22 @@ def read_layer(kind: str, path: Path | None) -> tuple[ObjectLayer | None, str]:
     frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
     keep = ["target_id", "geometry"] + (["patch_id"] if "patch_id" in frame.columns else [])
     return ObjectLayer(kind, frame[keep].reset_index(drop=True)), ""
+
+
+def read_layers(
+    sources: Mapping[str, Path | None],
+) -> tuple[dict[str, ObjectLayer], dict[str, str]]:
+    """Read every object layer of ``sources`` (kind -> file).
+
+    Returns:
+        ``(layers by kind, reason by kind for each layer that could not be read)``.
+    """
+    layers: dict[str, ObjectLayer] = {}
+    reasons: dict[str, str] = {}
+    for kind, path in sources.items():
+        layer, reason = read_layer(kind, path)
+        if layer is None:
+            reasons[kind] = reason
+        else:
+            layers[kind] = layer
+    return layers, reasons

@@ -1,10 +1,13 @@
 """Attribution methods behind one signature, and :func:`explain`, the one entry point.
 
-Every method is ``fn(forward, x, *, cfg, ctx) -> Tensor (1, C, H, W)`` where ``forward`` is a
+Every method is ``fn(forward, x, *, cfg, inputs) -> MethodOutput`` where ``forward`` is a
 :class:`~pipeline.attribution.targets.TargetForward` (the model's logits reduced over a frozen
-target mask), ``x`` the normalized input and ``ctx`` a :class:`MethodContext` through which the
-method reports its baseline, parameters, aggregation rule and whether its values should add up
-to ``f(x) - f(x')`` (completeness / efficiency). Captum does the work inside.
+target mask), ``x`` the normalized input and ``inputs`` the :class:`MethodInputs` (seed, baseline,
+superpixels) that :func:`explain` prepares from the method's :class:`MethodSpec`. The fixed facts
+of a method (its reduction to one map, whether its values add up to ``f(x) - f(x')``, its
+baseline, whether it uses superpixels, whether its map is signed) are declared once, in
+:data:`METHODS`; a call returns only per-call values (the attribution and its parameters).
+Captum does the work inside.
 
 Values are in logit units (the target's reduction) per element of the normalized input.
 Perturbation methods over groups of elements (superpixels, bands) spread each group's value
@@ -15,9 +18,9 @@ mass inside any region is meaningful.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -40,53 +43,94 @@ from pipeline.config.attribute import AttributeConfig
 from pipeline.errors import AttributionError
 
 Reduction = Literal["max_abs", "sum", "sum_abs"]
+#: ``configured``: the baseline named by ``attribute.ig_baseline``.
+BaselineRule = Literal["median", "configured"]
+#: ``always``: values add up to ``f(x) - f(x')``; ``never``; ``whole_graph``: only when every
+#: superpixel's neighbourhood is the whole superpixel graph (see :attr:`MethodOutput.whole_graph`).
+Completeness = Literal["always", "never", "whole_graph"]
 
 
-@dataclass
-class MethodContext:
-    """What a method may read (model, seed, superpixels) and what it reports back.
+@dataclass(frozen=True)
+class MethodInputs:
+    """What a method reads besides the forward, the input and the config.
 
     Attributes:
-        model: The bare model (for layer methods such as Grad-CAM).
-        seed: Seed of every random draw of the method.
-        superpixels: ``(H, W)`` int labels, or ``None`` to compute SLIC on demand.
-        baseline: Set by the method: the reference input ``x'`` it used, ``(1, C, H, W)``.
-        baseline_name: Set by the method: ``zeros``, ``median`` or ``blur``.
-        complete: Set by the method: its values should sum to ``f(x) - f(x')``.
-        reduction: Set by the method: how to reduce bands to the aggregate map.
-        params: Set by the method: parameters for the tags.
+        seed: Seed of every random draw of the method (already applied to torch's generator).
+        baseline: The reference input ``x'`` ``(1, C, H, W)`` of the method's
+            :attr:`MethodSpec.baseline`, or ``None`` for methods without one.
+        superpixels: ``(H, W)`` int labels ``0..n-1`` for superpixel methods, else ``None``.
     """
 
-    model: nn.Module
     seed: int
-    superpixels: np.ndarray | None = None
     baseline: torch.Tensor | None = None
-    baseline_name: str | None = None
-    complete: bool = False
-    reduction: Reduction = "max_abs"
-    params: dict[str, Any] = field(default_factory=dict)
+    superpixels: np.ndarray | None = None
 
-    def segments(self, x: torch.Tensor, cfg: AttributeConfig) -> np.ndarray:
-        """The superpixels of ``x`` (computed once with SLIC when none were given)."""
+    def need_baseline(self, method: str) -> torch.Tensor:
+        """The baseline; raises for a method registered without one.
+
+        Raises:
+            AttributionError: no baseline was prepared (a registry error).
+        """
+        if self.baseline is None:
+            raise AttributionError(f"{method}: no baseline; declare one in METHODS[{method!r}]")
+        return self.baseline
+
+    def need_superpixels(self, method: str) -> np.ndarray:
+        """The superpixels; raises for a method registered without them.
+
+        Raises:
+            AttributionError: no superpixels were prepared (a registry error).
+        """
         if self.superpixels is None:
-            self.superpixels = slic_superpixels(x, cfg.n_superpixels, cfg.slic_compactness)
-            self.params["slic_compactness"] = cfg.slic_compactness
-        self.superpixels = check_superpixels(self.superpixels, (x.shape[-2], x.shape[-1]))
-        self.params["n_superpixels"] = int(self.superpixels.max()) + 1
+            raise AttributionError(
+                f"{method}: no superpixels; declare superpixels=True in METHODS[{method!r}]"
+            )
         return self.superpixels
 
-    def use_baseline(self, name: str, x: torch.Tensor, cfg: AttributeConfig) -> torch.Tensor:
-        self.baseline_name = name
-        self.baseline = make_baseline(name, x, blur_sigma=cfg.blur_sigma)
-        if name == "blur":
-            self.params["blur_sigma"] = cfg.blur_sigma
-        return self.baseline
+
+@dataclass(frozen=True)
+class MethodOutput:
+    """What one call of a method returns.
+
+    Attributes:
+        values: ``(1, C, H, W)`` attribution of every input element (logit units).
+        params: Per-call parameters for the raster tags (steps, budgets, counts).
+        whole_graph: For :attr:`MethodSpec.complete` ``whole_graph``: every neighbourhood
+            was the whole graph in this call, so the values add up.
+    """
+
+    values: torch.Tensor
+    params: dict[str, Any] = field(default_factory=dict)
+    whole_graph: bool = False
 
 
 class MethodFn(Protocol):
     def __call__(
-        self, forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, ctx: MethodContext
-    ) -> torch.Tensor: ...
+        self, forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, inputs: MethodInputs
+    ) -> MethodOutput: ...
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """An attribution method and its fixed properties, declared once in :data:`METHODS`.
+
+    Attributes:
+        fn: The method.
+        reduction: How its bands reduce to the aggregate map (:func:`reduce_channels`).
+        complete: Whether its values add up to ``f(x) - f(x')`` (completeness / efficiency);
+            a completeness gap is measured only then.
+        baseline: The reference input it perturbs towards, or ``None`` (gradient methods).
+        superpixels: Whether its players are SLIC superpixels.
+        signed: Whether the aggregate map's sign means something (diverging colour map);
+            unsigned maps are non-negative.
+    """
+
+    fn: MethodFn
+    reduction: Reduction
+    complete: Completeness
+    baseline: BaselineRule | None
+    superpixels: bool
+    signed: bool
 
 
 @dataclass(frozen=True)
@@ -160,51 +204,51 @@ def _no_inplace_relu(model: nn.Module) -> Iterator[None]:
 
 # gradient methods --------------------------------------------------------------------------
 def saliency(
-    forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, ctx: MethodContext
-) -> torch.Tensor:
+    forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, inputs: MethodInputs
+) -> MethodOutput:
     """Per-band ``|d f / d x|``; aggregate M(x) = max over bands."""
     from captum.attr import Saliency
 
-    ctx.reduction = "max_abs"
-    return Saliency(forward).attribute(x, abs=True)
+    return MethodOutput(Saliency(forward).attribute(x, abs=True))
 
 
 def input_x_gradient(
-    forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, ctx: MethodContext
-) -> torch.Tensor:
+    forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, inputs: MethodInputs
+) -> MethodOutput:
     """``x * d f / d x`` (signed; aggregate = band sum)."""
     from captum.attr import InputXGradient
 
-    ctx.reduction = "sum"
-    return InputXGradient(forward).attribute(x)
+    return MethodOutput(InputXGradient(forward).attribute(x))
 
 
 def integrated_gradients(
-    forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, ctx: MethodContext
-) -> torch.Tensor:
+    forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, inputs: MethodInputs
+) -> MethodOutput:
     """Integrated Gradients (Gauss-Legendre), ``cfg.ig_steps`` steps in batches of
     ``cfg.batch_size``; baseline ``cfg.ig_baseline``. Values sum to ``f(x) - f(x')``."""
     from captum.attr import IntegratedGradients
 
-    baseline = ctx.use_baseline(cfg.ig_baseline, x, cfg)
-    ctx.complete, ctx.reduction = True, "sum"
-    ctx.params.update(
-        steps=cfg.ig_steps, internal_batch_size=cfg.batch_size, integration="gausslegendre"
+    values = IntegratedGradients(forward).attribute(
+        x,
+        baselines=inputs.need_baseline("integrated_gradients"),
+        n_steps=cfg.ig_steps,
+        internal_batch_size=cfg.batch_size,
     )
-    return IntegratedGradients(forward).attribute(
-        x, baselines=baseline, n_steps=cfg.ig_steps, internal_batch_size=cfg.batch_size
-    )
+    params = {
+        "steps": cfg.ig_steps,
+        "internal_batch_size": cfg.batch_size,
+        "integration": "gausslegendre",
+    }
+    return MethodOutput(values, params)
 
 
 def smoothgrad(
-    forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, ctx: MethodContext
-) -> torch.Tensor:
+    forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, inputs: MethodInputs
+) -> MethodOutput:
     """SmoothGrad: the gradient averaged over Gaussian-noised copies of ``x`` (NoiseTunnel)."""
     from captum.attr import NoiseTunnel, Saliency
 
-    ctx.reduction = "max_abs"
-    ctx.params.update(samples=cfg.smoothgrad_samples, stdev=cfg.smoothgrad_stdev)
-    return NoiseTunnel(Saliency(forward)).attribute(
+    values = NoiseTunnel(Saliency(forward)).attribute(
         x,
         nt_type="smoothgrad",
         nt_samples=cfg.smoothgrad_samples,
@@ -212,18 +256,18 @@ def smoothgrad(
         stdevs=cfg.smoothgrad_stdev,
         abs=False,
     )
+    return MethodOutput(values, {"samples": cfg.smoothgrad_samples, "stdev": cfg.smoothgrad_stdev})
 
 
 def guided_backprop(
-    forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, ctx: MethodContext
-) -> torch.Tensor:
+    forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, inputs: MethodInputs
+) -> MethodOutput:
     """Guided backpropagation. Known to be insensitive to the model's weights (Adebayo et al.
     2018); kept as the unfaithful comparison for the sanity checks."""
     from captum.attr import GuidedBackprop
 
-    ctx.reduction = "max_abs"
     with _no_inplace_relu(forward):
-        return GuidedBackprop(forward).attribute(x)
+        return MethodOutput(GuidedBackprop(forward).attribute(x))
 
 
 def _resolve_layer(model: nn.Module, path: str) -> nn.Module:
@@ -252,43 +296,40 @@ def _resolve_layer(model: nn.Module, path: str) -> nn.Module:
 
 
 def gradcam(
-    forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, ctx: MethodContext
-) -> torch.Tensor:
+    forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, inputs: MethodInputs
+) -> MethodOutput:
     """Grad-CAM on a decoder layer (ReLU applied), bilinearly upsampled to the patch and
     repeated over the bands (Grad-CAM has no per-band information)."""
     from captum.attr import LayerAttribution, LayerGradCam
 
     layer = _resolve_layer(forward.model, cfg.gradcam_layer)
-    ctx.reduction = "sum"
-    ctx.params.update(layer=cfg.gradcam_layer, per_band=False)
     with _no_inplace_relu(forward):
         cam = LayerGradCam(forward, layer).attribute(x, relu_attributions=True)
     cam = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
-    return (cam / x.shape[1]).expand_as(x).contiguous()
+    values = (cam / x.shape[1]).expand_as(x).contiguous()
+    return MethodOutput(values, {"layer": cfg.gradcam_layer, "per_band": False})
 
 
 # perturbation methods ----------------------------------------------------------------------
 def occlusion(
-    forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, ctx: MethodContext
-) -> torch.Tensor:
+    forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, inputs: MethodInputs
+) -> MethodOutput:
     """Occlusion: ``f(x) - f(x with a window at the median baseline)``, averaged over the
     windows covering each pixel; the value is spread evenly over the bands."""
     from captum.attr import Occlusion
 
-    baseline = ctx.use_baseline("median", x, cfg)
     c = x.shape[1]
-    ctx.reduction = "sum"
-    ctx.params.update(window=cfg.occlusion_window, stride=cfg.occlusion_stride, per_band=False)
     window = min(cfg.occlusion_window, *x.shape[-2:])
     stride = min(cfg.occlusion_stride, window)
     attr = Occlusion(forward).attribute(
         x,
         sliding_window_shapes=(c, window, window),
         strides=(c, stride, stride),
-        baselines=baseline,
+        baselines=inputs.need_baseline("occlusion"),
         perturbations_per_eval=cfg.batch_size,
     )
-    return attr / c
+    params = {"window": cfg.occlusion_window, "stride": cfg.occlusion_stride, "per_band": False}
+    return MethodOutput(attr / c, params)
 
 
 class _WeightedLeastSquares:
@@ -313,11 +354,6 @@ class _WeightedLeastSquares:
         return self.weight
 
 
-def _superpixel_mask(x: torch.Tensor, cfg: AttributeConfig, ctx: MethodContext) -> torch.Tensor:
-    labels = ctx.segments(x, cfg)
-    return torch.as_tensor(labels, device=x.device)[None, None]
-
-
 def _to_density(attr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Captum repeats a group's value on every element; divide by the group's element count."""
     full = mask.expand_as(attr)
@@ -326,8 +362,8 @@ def _to_density(attr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def kernel_shap(
-    forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, ctx: MethodContext
-) -> torch.Tensor:
+    forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, inputs: MethodInputs
+) -> MethodOutput:
     """KernelShap over SLIC superpixels (median baseline), ``cfg.shap_samples`` coalitions
     (the full and empty ones included) fitted by exact weighted least squares.
 
@@ -336,7 +372,7 @@ def kernel_shap(
     """
     from captum.attr import KernelShap
 
-    mask = _superpixel_mask(x, cfg, ctx)
+    mask = torch.as_tensor(inputs.need_superpixels("kernel_shap"), device=x.device)[None, None]
     n = int(mask.max()) + 1
     if cfg.shap_samples < n + 2:
         raise AttributionError(
@@ -344,24 +380,21 @@ def kernel_shap(
             f"superpixels (a fit needs at least {n + 2}, a useful one ~10x). Raise "
             "attribute.shap_samples or lower attribute.n_superpixels"
         )
-    baseline = ctx.use_baseline("median", x, cfg)
-    ctx.complete, ctx.reduction = True, "sum"
-    ctx.params.update(samples=cfg.shap_samples, per_band=False)
     explainer = KernelShap(forward)
     explainer.interpretable_model = _WeightedLeastSquares()  # type: ignore[assignment]
     attr = explainer.attribute(
         x,
-        baselines=baseline,
+        baselines=inputs.need_baseline("kernel_shap"),
         feature_mask=mask,
         n_samples=cfg.shap_samples,
         perturbations_per_eval=cfg.batch_size,
     )
-    return _to_density(attr, mask)
+    return MethodOutput(_to_density(attr, mask), {"samples": cfg.shap_samples, "per_band": False})
 
 
 def shapley_sampling(
-    forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, ctx: MethodContext
-) -> torch.Tensor:
+    forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, inputs: MethodInputs
+) -> MethodOutput:
     """ShapleyValueSampling over SLIC superpixels (median baseline); the budget buys
     ``shap_samples // (n + 1)`` random permutations.
 
@@ -370,7 +403,8 @@ def shapley_sampling(
     """
     from captum.attr import ShapleyValueSampling
 
-    mask = _superpixel_mask(x, cfg, ctx)
+    mask = torch.as_tensor(inputs.need_superpixels("shapley_sampling"), device=x.device)
+    mask = mask[None, None]
     n = int(mask.max()) + 1
     permutations = cfg.shap_samples // (n + 1)
     if permutations < 1:
@@ -379,17 +413,15 @@ def shapley_sampling(
             f"permutation of {n} superpixels ({n + 1} evaluations). Raise "
             "attribute.shap_samples or lower attribute.n_superpixels"
         )
-    baseline = ctx.use_baseline("median", x, cfg)
-    ctx.complete, ctx.reduction = True, "sum"
-    ctx.params.update(samples=cfg.shap_samples, permutations=permutations, per_band=False)
     attr = ShapleyValueSampling(forward).attribute(
         x,
-        baselines=baseline,
+        baselines=inputs.need_baseline("shapley_sampling"),
         feature_mask=mask,
         n_samples=permutations,
         perturbations_per_eval=cfg.batch_size,
     )
-    return _to_density(attr, mask)
+    params = {"samples": cfg.shap_samples, "permutations": permutations, "per_band": False}
+    return MethodOutput(_to_density(attr, mask), params)
 
 
 def band_players(
@@ -414,73 +446,81 @@ def band_players(
 
 
 def band_shapley(
-    forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, ctx: MethodContext
-) -> torch.Tensor:
+    forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, inputs: MethodInputs
+) -> MethodOutput:
     """Exact Shapley values of the bands (or band groups): all ``2^n`` coalitions of bands,
     absent bands at their scene median over the whole patch. Each band's value is spread
     evenly over its pixels, so a band's map sums to its Shapley value."""
-    baseline = ctx.use_baseline("median", x, cfg)
     names, index = band_players(cfg.band_players, x.shape[1])
+    baseline = inputs.need_baseline("band_shapley")
     game = CoalitionGame(forward, x, baseline, index, cfg.batch_size)
     phi = exact_shapley(game)
-    ctx.complete, ctx.reduction = True, "sum"
-    ctx.params.update(
-        players=cfg.band_players,
-        evaluations=game.n_evaluations,
-        spatial=False,
-        shapley={name: float(v) for name, v in zip(names, phi, strict=True)},
-    )
+    params = {
+        "players": cfg.band_players,
+        "evaluations": game.n_evaluations,
+        "spatial": False,
+        "shapley": {name: float(v) for name, v in zip(names, phi, strict=True)},
+    }
     phi_t = torch.as_tensor(phi, dtype=x.dtype, device=x.device)
-    return spread_over_players(phi_t, index.to(x.device), (x.shape[1], x.shape[2], x.shape[3]))
+    shape = (x.shape[1], x.shape[2], x.shape[3])
+    return MethodOutput(spread_over_players(phi_t, index.to(x.device), shape), params)
 
 
 def lshapley(
-    forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, ctx: MethodContext
-) -> torch.Tensor:
+    forward: TargetForward, x: torch.Tensor, *, cfg: AttributeConfig, inputs: MethodInputs
+) -> MethodOutput:
     """L-Shapley over SLIC superpixels and their ``cfg.lshapley_hops``-hop neighbourhoods
-    (see :mod:`pipeline.attribution.lshapley`); median baseline."""
-    labels = ctx.segments(x, cfg)
-    baseline = ctx.use_baseline("median", x, cfg)
+    (see :mod:`pipeline.attribution.lshapley`); median baseline. Efficiency holds only when
+    every neighbourhood is the whole graph (then L-Shapley is the Shapley value)."""
+    labels = inputs.need_superpixels("lshapley")
     index = torch.as_tensor(labels, device=x.device)[None]
-    game = CoalitionGame(forward, x, baseline, index, cfg.batch_size)
+    game = CoalitionGame(forward, x, inputs.need_baseline("lshapley"), index, cfg.batch_size)
     hoods = k_hop_neighbourhoods(adjacency(labels), cfg.lshapley_hops)
     phi, stats = lshapley_values(
         game,
         hoods,
         max_exact=cfg.lshapley_max_exact,
         permutations=cfg.lshapley_permutations,
-        seed=ctx.seed,
+        seed=inputs.seed,
     )
-    ctx.complete = all(len(h) == len(hoods) for h in hoods)  # efficiency only on the full graph
-    ctx.reduction = "sum"
-    ctx.params.update(
-        hops=cfg.lshapley_hops,
-        max_exact=cfg.lshapley_max_exact,
-        permutations=cfg.lshapley_permutations,
-        per_band=False,
-        max_neighbourhood=max(len(h) for h in hoods),
+    params = {
+        "hops": cfg.lshapley_hops,
+        "max_exact": cfg.lshapley_max_exact,
+        "permutations": cfg.lshapley_permutations,
+        "per_band": False,
+        "max_neighbourhood": max(len(h) for h in hoods),
         **stats,
-    )
+    }
     phi_t = torch.as_tensor(phi, dtype=x.dtype, device=x.device)
-    return spread_over_players(phi_t, index, (x.shape[1], x.shape[2], x.shape[3]))
+    values = spread_over_players(phi_t, index, (x.shape[1], x.shape[2], x.shape[3]))
+    return MethodOutput(values, params, whole_graph=all(len(h) == len(hoods) for h in hoods))
 
 
-METHODS: dict[str, MethodFn] = {
-    "saliency": saliency,
-    "input_x_gradient": input_x_gradient,
-    "integrated_gradients": integrated_gradients,
-    "smoothgrad": smoothgrad,
-    "kernel_shap": kernel_shap,
-    "shapley_sampling": shapley_sampling,
-    "band_shapley": band_shapley,
-    "occlusion": occlusion,
-    "gradcam": gradcam,
-    "guided_backprop": guided_backprop,
-    "lshapley": lshapley,
+#: Every method with its fixed properties; ``attribute.methods`` names keys of this mapping.
+METHODS: dict[str, MethodSpec] = {
+    "saliency": MethodSpec(saliency, "max_abs", "never", None, False, False),
+    "input_x_gradient": MethodSpec(input_x_gradient, "sum", "never", None, False, True),
+    "integrated_gradients": MethodSpec(
+        integrated_gradients, "sum", "always", "configured", False, True
+    ),
+    "smoothgrad": MethodSpec(smoothgrad, "max_abs", "never", None, False, False),
+    "kernel_shap": MethodSpec(kernel_shap, "sum", "always", "median", True, True),
+    "shapley_sampling": MethodSpec(shapley_sampling, "sum", "always", "median", True, True),
+    "band_shapley": MethodSpec(band_shapley, "sum", "always", "median", False, True),
+    "occlusion": MethodSpec(occlusion, "sum", "never", "median", False, True),
+    # Grad-CAM's map is ReLU'd (non-negative) and repeated over bands: summed, but unsigned
+    "gradcam": MethodSpec(gradcam, "sum", "never", None, False, False),
+    "guided_backprop": MethodSpec(guided_backprop, "max_abs", "never", None, False, False),
+    "lshapley": MethodSpec(lshapley, "sum", "whole_graph", "median", True, True),
 }
 
 
-def _check_inputs(method: str, x: torch.Tensor, target: Target) -> MethodFn:
+def superpixel_methods(methods: Iterable[str]) -> tuple[str, ...]:
+    """The methods of ``methods`` whose players are superpixels (they share one SLIC)."""
+    return tuple(m for m in methods if m in METHODS and METHODS[m].superpixels)
+
+
+def _check_inputs(method: str, x: torch.Tensor, target: Target) -> MethodSpec:
     if method not in METHODS:
         raise AttributionError(
             f"unknown attribution method {method!r}; choose one of "
@@ -499,12 +539,91 @@ def _check_inputs(method: str, x: torch.Tensor, target: Target) -> MethodFn:
     return METHODS[method]
 
 
+def baseline_name(spec: MethodSpec, cfg: AttributeConfig) -> str | None:
+    """The baseline ``spec`` uses under ``cfg`` (``zeros``, ``median``, ``blur``) or ``None``."""
+    if spec.baseline == "configured":
+        return cfg.ig_baseline
+    return spec.baseline
+
+
+def method_inputs(
+    spec: MethodSpec,
+    x: torch.Tensor,
+    cfg: AttributeConfig,
+    seed: int,
+    superpixels: np.ndarray | None,
+) -> tuple[MethodInputs, dict[str, Any]]:
+    """The baseline and superpixels ``spec`` declares, and their parameters for the tags.
+
+    Args:
+        spec: The method.
+        x: ``(1, C, H, W)`` normalized input.
+        cfg: Baseline blur and SLIC settings.
+        seed: The method's seed.
+        superpixels: ``(H, W)`` labels to use, or ``None`` to run SLIC when needed.
+
+    Raises:
+        AttributionError: the superpixels do not fit ``x`` or are not labels ``0..n-1``.
+    """
+    params: dict[str, Any] = {}
+    segments = None
+    if spec.superpixels:
+        if superpixels is None:
+            superpixels = slic_superpixels(x, cfg.n_superpixels, cfg.slic_compactness)
+            params["slic_compactness"] = cfg.slic_compactness
+        segments = check_superpixels(superpixels, (x.shape[-2], x.shape[-1]))
+        params["n_superpixels"] = int(segments.max()) + 1
+    name = baseline_name(spec, cfg)
+    baseline = None if name is None else make_baseline(name, x, blur_sigma=cfg.blur_sigma)
+    if name == "blur":
+        params["blur_sigma"] = cfg.blur_sigma
+    return MethodInputs(seed, baseline, segments), params
+
+
+def is_complete(spec: MethodSpec, output: MethodOutput) -> bool:
+    """Whether this call's values should add up to ``f(x) - f(x')``."""
+    return spec.complete == "always" or (spec.complete == "whole_graph" and output.whole_graph)
+
+
 @contextmanager
 def _seeded(seed: int, device: torch.device) -> Iterator[None]:
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+def _run_method(
+    spec: MethodSpec,
+    forward: TargetForward,
+    x: torch.Tensor,
+    cfg: AttributeConfig,
+    inputs: MethodInputs,
+) -> MethodOutput:
+    """Call the method seeded, with captum's harmless warnings silenced; values float32."""
+    with _seeded(inputs.seed, x.device), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
+        warnings.filterwarnings("ignore", message=".*Setting backward hooks on ReLU.*")
+        out = spec.fn(forward, x.detach(), cfg=cfg, inputs=inputs)
+    return replace(out, values=out.values.detach().to(torch.float32))
+
+
+def _finite(attr: torch.Tensor, method: str, target: Target) -> torch.Tensor:
+    if not bool(torch.isfinite(attr).all()):
+        raise AttributionError(
+            f"{method} produced non-finite attributions for target "
+            f"{target.name}/{target.target_id}; check the input for NaN"
+        )
+    return attr
+
+
+def _scores(
+    forward: TargetForward, x: torch.Tensor, baseline: torch.Tensor | None
+) -> tuple[float, float | None]:
+    """``f(x)`` and ``f(x')`` (``None`` without a baseline), logit units."""
+    with torch.no_grad():
+        score = float(forward(x)[0])
+        return score, None if baseline is None else float(forward(baseline)[0])
 
 
 def explain(
@@ -535,36 +654,27 @@ def explain(
         AttributionError: unknown method, wrong shapes, a budget too small for the feature
             count, or non-finite attributions.
     """
-    fn = _check_inputs(method, x, target)
+    spec = _check_inputs(method, x, target)
     forward = TargetForward(model, target).to(x.device)
-    ctx = MethodContext(model=model, seed=seed, superpixels=superpixels)
-    with _seeded(seed, x.device), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
-        warnings.filterwarnings("ignore", message=".*Setting backward hooks on ReLU.*")
-        attr = fn(forward, x.detach(), cfg=cfg, ctx=ctx)
-    attr = attr.detach().to(torch.float32)
-    if not bool(torch.isfinite(attr).all()):
-        raise AttributionError(
-            f"{method} produced non-finite attributions for target "
-            f"{target.name}/{target.target_id}; check the input for NaN"
-        )
-    with torch.no_grad():
-        score = float(forward(x)[0])
-        baseline_score = float(forward(ctx.baseline)[0]) if ctx.baseline is not None else None
+    inputs, input_params = method_inputs(spec, x.detach(), cfg, seed, superpixels)
+    out = _run_method(spec, forward, x, cfg, inputs)
+    attr = _finite(out.values, method, target)
+    score, baseline_score = _scores(forward, x, inputs.baseline)
     gap = None
-    if ctx.complete and baseline_score is not None:
+    if is_complete(spec, out) and baseline_score is not None:
         gap = abs(float(attr.double().sum()) - (score - baseline_score))
-    params = dict(
-        ctx.params,
-        reduction=ctx.reduction,
-        baseline=ctx.baseline_name,
-        seed=seed,
-        all_zero=not bool(attr.any()),
-    )
+    params = {
+        **input_params,
+        **out.params,
+        "reduction": spec.reduction,
+        "baseline": baseline_name(spec, cfg),
+        "seed": seed,
+        "all_zero": not bool(attr.any()),
+    }
     values = attr[0].cpu()
     return AttributionResult(
         values=values,
-        aggregate=reduce_channels(values, ctx.reduction),
+        aggregate=reduce_channels(values, spec.reduction),
         method=method,
         target=target,
         score=score,
@@ -577,8 +687,11 @@ def explain(
 __all__ = [
     "METHODS",
     "AttributionResult",
-    "MethodContext",
     "MethodFn",
+    "MethodInputs",
+    "MethodOutput",
+    "MethodSpec",
     "explain",
     "reduce_channels",
+    "superpixel_methods",
 ]

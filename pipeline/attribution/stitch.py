@@ -4,17 +4,24 @@ Weights come from the prediction stage's window module
 (:func:`pipeline.model.window.blend_weights`, a Hann window sampled at pixel centres, positive
 everywhere) so patch mosaics blend exactly like sliding-window predictions; non-square patches
 use the same formula, ``w(i) = sin^2(pi (i + 0.5) / n)`` per axis.
+
+:func:`stitch_scenes` drives the attribute stage's mosaics: one per method, patch-level target
+and CRS, from the index rows of the written rasters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from affine import Affine
 
+from pipeline.attribution.export import ATTRIBUTION_BANDS
 from pipeline.errors import GeoMismatchError
-from pipeline.geo.raster import Grid
+from pipeline.geo.raster import Grid, read_raster, write_cog
+from pipeline.paths import RunPaths, safe_name
 
 
 def hann_window(height: int, width: int) -> np.ndarray:
@@ -112,3 +119,57 @@ def stitch(
     with np.errstate(invalid="ignore", divide="ignore"):
         mosaic = np.where(weight > 0, total / weight, np.nan)
     return mosaic.astype(np.float32), out
+
+
+def scene_groups(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], list[str]]:
+    """Run-relative raster paths of explained patch-level targets by ``(method, target)``."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        if row["status"] == "ok" and not row["target_id"]:
+            groups.setdefault((row["method"], row["target"]), []).append(row["path"])
+    return dict(sorted(groups.items()))
+
+
+def by_crs(files: Sequence[Path]) -> dict[str, list[tuple[np.ndarray, Grid]]]:
+    """Read rasters and group them by CRS (``EPSG:32633`` style keys), in file order."""
+    out: dict[str, list[tuple[np.ndarray, Grid]]] = {}
+    for f in files:
+        array, grid, _ = read_raster(f)
+        out.setdefault(grid.crs.to_string(), []).append((array, grid))
+    return out
+
+
+def stitch_scenes(
+    rows: Sequence[Mapping[str, Any]], paths: RunPaths, max_pixels: int
+) -> tuple[list[Path], dict[str, str]]:
+    """Mosaic the patch-level attributions per (method, target, CRS) with Hann blending.
+
+    Args:
+        rows: Index rows (``attribute/index.csv``); ``path`` relative to the run folder.
+        paths: The run's paths (mosaics go to :meth:`RunPaths.attribution_scene`).
+        max_pixels: A mosaic of more pixels is skipped and its reason returned.
+
+    Returns:
+        ``(mosaics written, skip reason by "method/target/CRS")``.
+
+    Raises:
+        GeoMismatchError: patches of one CRS do not share a pixel lattice.
+    """
+    written: list[Path] = []
+    notes: dict[str, str] = {}
+    for (method, target), rels in scene_groups(rows).items():
+        for crs, items in by_crs([paths.resolve(r) for r in rels]).items():
+            out = union_grid([g for _, g in items])
+            if out.height * out.width > max_pixels:
+                notes[f"{method}/{target}/{crs}"] = (
+                    f"mosaic of {out.height}x{out.width} exceeds stitch_max_pixels"
+                )
+                continue
+            mosaic, out = stitch([a for a, _ in items], [g for _, g in items], out)
+            dest = paths.attribution_scene(method, target, safe_name(crs.replace(":", "")))
+            tags = {"method": method, "target": target, "patches": len(items), "blend": "hann"}
+            write_cog(
+                dest, mosaic, out, band_names=ATTRIBUTION_BANDS, nodata=float("nan"), tags=tags
+            )
+            written.append(dest)
+    return written, notes

@@ -81,7 +81,7 @@ def measure_map(
         return
     if kind in FARM_TARGETS:
         scan.farm_masks[(p.patch_id, kind, tid)] = tmask
-    values, aggregate = read_attribution(paths.from_relative(str(row["path"])))
+    values, aggregate = read_attribution(paths.resolve(str(row["path"])))
     buffer_px = buffer_pixels(cfg.audit.buffer_m, p.grid.res)
     region = outside_region(p.labels | p.predicted | tmask, p.valid, buffer_px)
     ident = {

@@ -9,6 +9,8 @@ from pydantic import Field, model_validator
 
 from pipeline.config.base import Section
 
+#: The keys of :data:`pipeline.attribution.methods.METHODS` (the registry imports this config, so
+#: the names are repeated here; a test checks both lists agree).
 MethodName = Literal[
     "saliency",
     "input_x_gradient",
@@ -37,7 +39,7 @@ class AttributeConfig(Section):
     """Methods, targets and budgets.
 
     Attributes:
-        methods: Attribution methods to run (see :data:`pipeline.attribution.METHODS`).
+        methods: Attribution methods to run (see :data:`pipeline.attribution.methods.METHODS`).
         targets: What each attribution explains; the mask is frozen from the unperturbed input.
         analyst_polygons: Optional vector file (any OGR format, any CRS) of polygons to explain;
             each polygon overlapping a patch becomes a ``polygon`` target (id from an ``id``

@@ -1,4 +1,4 @@
-"""Patch plan: where the 256 x 256 patches go, and which patches must share a split.
+"""Patch plan: where the 256 x 256 patches go (:mod:`pipeline.geo.splits` groups them).
 
 A patch lives in the UTM zone of its centre (EPSG 326zz/327zz); its upper-left corner
 ``(x0, y0)`` is snapped to multiples of ``gsd`` so patches of one zone share one pixel lattice.
@@ -17,6 +17,7 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
@@ -26,6 +27,7 @@ import shapely
 from shapely.geometry import Point, box
 from shapely.geometry.base import BaseGeometry
 
+from pipeline.errors import LabelsError
 from pipeline.geo.crs import to_epsg, transformer, utm_epsg
 
 PLAN_COLUMNS = (
@@ -527,40 +529,25 @@ def _uncovered_farms(farms: gpd.GeoDataFrame, positives: gpd.GeoDataFrame) -> in
     return int(sum(g.difference(cover).area > 1e-3 * g.area for g in farms.geometry))
 
 
-def group_patches(
-    footprints: Sequence[BaseGeometry], farm_ids: Sequence[Sequence[str]]
-) -> list[int]:
-    """Connected groups of patches that overlap or share a farm (union-find).
+def read_hard_points(path: Path | None) -> list[tuple[float, float]]:
+    """``(lon, lat)`` of a representative point of every feature of a vector file.
 
     Args:
-        footprints: Patch footprints in one common CRS (EPSG:4326); touching edges do not count
-            as overlap, a shared interior does.
-        farm_ids: Farms each patch shows.
+        path: ``labels.hard_negatives_file`` (any OGR format and declared CRS), or ``None``.
 
-    Returns:
-        For each patch, the index of its group's first member (lowest index).
+    Raises:
+        LabelsError: the file does not exist or declares no CRS.
     """
-    parent = list(range(len(footprints)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def union(a: int, b: int) -> None:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-
-    tree = shapely.STRtree(list(footprints))
-    for i, fp in enumerate(footprints):
-        for j in tree.query(fp, predicate="intersects"):
-            j = int(j)
-            if j != i and fp.intersection(footprints[j]).area > 1e-9 * fp.area:
-                union(i, j)
-    first_with: dict[str, int] = {}
-    for i, ids in enumerate(farm_ids):
-        for fid in ids:
-            union(i, first_with.setdefault(fid, i))
-    return [find(i) for i in range(len(footprints))]
+    if path is None:
+        return []
+    if not path.is_file():
+        raise LabelsError(
+            f"labels.hard_negatives_file {path} does not exist; point it at a "
+            "vector file of hard negatives (e.g. predict/false_positives.gpkg) or "
+            "remove the key"
+        )
+    gdf = gpd.read_file(path)
+    if gdf.crs is None:
+        raise LabelsError(f"labels.hard_negatives_file {path} declares no CRS; save it with one")
+    pts = gdf.to_crs(4326).geometry.representative_point()
+    return [(p.x, p.y) for p in pts if p is not None and not p.is_empty]

@@ -2,13 +2,19 @@
 
 A block's split depends only on the block and the seed, never on which other blocks exist,
 so the demo world builder and the tiles stage agree on which part of a scene is "training".
+Patches that overlap or show the same farm must share a split: :func:`group_patches` joins
+them, and :func:`assign_splits` gives each group the split of its first member's block.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, NamedTuple, Protocol
+
+import shapely
+from shapely.geometry.base import BaseGeometry
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
@@ -29,3 +35,97 @@ def block_split(block: str, fractions: tuple[float, float, float], seed: int) ->
         if u < edge:
             return split
     return SPLITS[-1]
+
+
+def group_patches(
+    footprints: Sequence[BaseGeometry], farm_ids: Sequence[Sequence[str]]
+) -> list[int]:
+    """Connected groups of patches that overlap or share a farm (union-find).
+
+    Args:
+        footprints: Patch footprints in one common CRS (EPSG:4326); touching edges do not count
+            as overlap, a shared interior does.
+        farm_ids: Farms each patch shows.
+
+    Returns:
+        For each patch, the index of its group's first member (lowest index).
+    """
+    parent = list(range(len(footprints)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(a: int, b: int) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    tree = shapely.STRtree(list(footprints))
+    for i, fp in enumerate(footprints):
+        for j in tree.query(fp, predicate="intersects"):
+            j = int(j)
+            if j != i and fp.intersection(footprints[j]).area > 1e-9 * fp.area:
+                union(i, j)
+    first_with: dict[str, int] = {}
+    for i, ids in enumerate(farm_ids):
+        for fid in ids:
+            union(i, first_with.setdefault(fid, i))
+    return [find(i) for i in range(len(footprints))]
+
+
+class Placed(Protocol):
+    """A patch as the split assignment sees it."""
+
+    @property
+    def epsg(self) -> int:
+        """EPSG code of the patch grid (a UTM zone)."""
+        ...
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        """Patch centre ``(x, y)`` in metres, in that CRS."""
+        ...
+
+    @property
+    def footprint(self) -> BaseGeometry:
+        """Patch outline in EPSG:4326."""
+        ...
+
+    @property
+    def farm_ids(self) -> tuple[str, ...]:
+        """Farms the patch shows."""
+        ...
+
+
+class SplitAssignment(NamedTuple):
+    """Per patch, in input order: its block, its split and its group's first member."""
+
+    blocks: list[str]
+    splits: list[Split]
+    groups: list[int]
+
+
+def assign_splits(
+    patches: Sequence[Placed],
+    block_size_m: float,
+    fractions: tuple[float, float, float],
+    seed: int,
+) -> SplitAssignment:
+    """Split per patch: its group's first member's block, hashed with ``seed``.
+
+    Args:
+        patches: The patches, in a stable order (group ids are positions in it).
+        block_size_m: Side of the square blocks, metres.
+        fractions: Train, val, test shares (summing to 1).
+        seed: The split seed.
+
+    Returns:
+        Blocks, splits and groups; groups are numbered by their first member's position.
+    """
+    blocks = [block_id(p.epsg, *p.centre, block_size_m) for p in patches]
+    groups = group_patches([p.footprint for p in patches], [p.farm_ids for p in patches])
+    splits = [block_split(blocks[g], fractions, seed) for g in groups]
+    return SplitAssignment(blocks, splits, groups)

@@ -7,13 +7,16 @@ edge counts once per patch it appears in).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy import ndimage
+
+log = logging.getLogger(__name__)
 
 #: Number of thresholds the sweep evaluates on ``(0, 1)``.
 SWEEP_BINS = 200
@@ -227,6 +230,47 @@ class ObjectCounts:
             "precision": self.matched / self.n_pred if self.n_pred else 0.0,
             "recall": self.matched / self.n_truth if self.n_truth else 0.0,
         }
+
+
+def resolve_threshold(
+    setting: float | Literal["model", "auto"], model_threshold: float, val_sweep: ThresholdSweep
+) -> tuple[float, str]:
+    """``(threshold, rule)``: a configured number, the model's, or the validation-optimal IoU.
+
+    Args:
+        setting: ``predict.threshold``.
+        model_threshold: The threshold exported with the model.
+        val_sweep: Probability histograms of the validation split (for ``auto``).
+    """
+    if setting == "model":
+        return float(model_threshold), "model"
+    if setting == "auto":
+        if val_sweep.pos.sum() == 0:
+            log.warning("no farm pixels in the validation split; using the model's threshold")
+            return float(model_threshold), "model (no validation positives)"
+        return val_sweep.best("iou")[0], "validation-optimal IoU"
+    return float(setting), "config"
+
+
+def rounded(d: Mapping[str, Any], digits: int = 5) -> dict[str, Any]:
+    """``d`` with its float values rounded to ``digits`` (for JSON reports)."""
+    return {k: round(v, digits) if isinstance(v, float) else v for k, v in d.items()}
+
+
+def split_metrics(
+    pixel: Mapping[str, PixelCounts],
+    objects: Mapping[str, ObjectCounts],
+    sweeps: Mapping[str, ThresholdSweep],
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Rounded pixel and object metrics of every split that has scored pixels.
+
+    Returns:
+        ``(pixel metrics by split, object metrics by split)``, same splits in the same order.
+    """
+    pixel_out = {
+        s: rounded(pixel[s].as_dict()) for s in sweeps if sweeps[s].pos.sum() + sweeps[s].neg.sum()
+    }
+    return pixel_out, {s: rounded(objects[s].as_dict()) for s in pixel_out}
 
 
 def plot_evaluation(

@@ -128,9 +128,21 @@ class EpochLog(Callback):
 
 
 def build_trainer(
-    cfg: TrainConfig, out_dir: Path, ckpt_dir: Path, extra_callbacks: Sequence[Callback] = ()
+    cfg: TrainConfig,
+    out_dir: Path,
+    ckpt_dir: Path,
+    logs_dir: Path,
+    extra_callbacks: Sequence[Callback] = (),
 ) -> L.Trainer:
-    """A Lightning Trainer: accelerator/devices/precision from ``cfg``, checkpoints, logs."""
+    """A Lightning Trainer: accelerator/devices/precision from ``cfg``, checkpoints, logs.
+
+    Args:
+        cfg: The ``train`` section.
+        out_dir: Lightning's root folder.
+        ckpt_dir: Checkpoints (``best-e<epoch>.ckpt``, ``last.ckpt``).
+        logs_dir: CSV (``csv/``) and TensorBoard (``tensorboard/``) logs.
+        extra_callbacks: More Lightning callbacks (tests, benchmarks).
+    """
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir,
         filename="best-e{epoch:03d}",
@@ -143,8 +155,8 @@ def build_trainer(
     # select and stop on the validation loss (see MONITOR)
     stopping = EarlyStopping(monitor=MONITOR, mode="min", patience=cfg.early_stopping_patience)
     loggers = [
-        CSVLogger(out_dir / "logs", name="csv", version=0),
-        TensorBoardLogger(out_dir / "logs", name="tensorboard", version=0),
+        CSVLogger(logs_dir, name="csv", version=0),
+        TensorBoardLogger(logs_dir, name="tensorboard", version=0),
     ]
     return L.Trainer(
         accelerator=cfg.accelerator,
@@ -205,6 +217,7 @@ def fit_model(
     *,
     out_dir: Path,
     ckpt_dir: Path,
+    logs_dir: Path,
     key: str,
     seed: int,
     extra_callbacks: Sequence[Callback] = (),
@@ -226,7 +239,7 @@ def fit_model(
     resumed_step = 0
     if resume is not None:
         resumed_step = int(torch.load(resume, map_location="cpu", weights_only=True)["global_step"])
-    trainer = build_trainer(cfg, out_dir, ckpt_dir, extra_callbacks)
+    trainer = build_trainer(cfg, out_dir, ckpt_dir, logs_dir, extra_callbacks)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     seconds = time.perf_counter() - start

@@ -7,14 +7,19 @@ raster's own CRS when it is projected in metres (the patch's UTM zone), geodesic
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pyproj
 import rasterio.features
 from scipy import ndimage
 from shapely.geometry import shape
 
 from pipeline.geo.raster import Grid
+from pipeline.io import atomic_path
 
 #: Columns of every polygon table this module returns (besides ``geometry``).
 COLUMNS = ("id", "patch_id", "area_m2", "pixels", "mean_prob", "max_prob")
@@ -138,3 +143,23 @@ def empty_polygons(crs: object = "EPSG:4326") -> gpd.GeoDataFrame:
         geometry=gpd.GeoSeries([], crs=crs),
         crs=crs,
     )
+
+
+def to_wgs84(frames: Sequence[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
+    """The rows of ``frames`` (each in its own CRS) in one EPSG:4326 table, in order.
+
+    Empty frames are dropped; with no rows at all, :func:`empty_polygons`.
+    """
+    parts = [f.to_crs(4326) for f in frames if len(f)]
+    if not parts:
+        return empty_polygons()
+    return gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs="EPSG:4326")
+
+
+def write_polygons(frame: gpd.GeoDataFrame, path: Path, layer: str) -> Path:
+    """Write one GeoPackage layer atomically (an empty table keeps its columns and polygon type)."""
+    with atomic_path(path) as tmp:
+        frame.to_file(
+            tmp, layer=layer, driver="GPKG", geometry_type="Polygon" if frame.empty else None
+        )
+    return path

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.bands import BANDS
-from pipeline.errors import MissingArtifactError, ModelError
+from pipeline.errors import GeoMismatchError, MissingArtifactError, ModelError
+from pipeline.geo.raster import Grid, read_raster
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -111,3 +112,19 @@ def read_band_stats(path: Path) -> BandStats:
             "the training split is empty or constant. Re-run `make tiles` with more patches"
         )
     return BandStats(bands, mean, std)
+
+
+def read_label_mask(record: TileRecord, grid: Grid) -> np.ndarray:
+    """The label mask of ``record`` as bool ``(H, W)`` (True = farm), checked to lie on ``grid``.
+
+    Raises:
+        GeoMismatchError: the mask's CRS, transform or shape differ from the image's.
+    """
+    mask, mgrid, _ = read_raster(record.mask)
+    if mgrid != grid:
+        raise GeoMismatchError(
+            f"label mask {record.mask} is on {mgrid.crs} {mgrid.transform} {mgrid.shape} but "
+            f"patch {record.image} is on {grid.crs} {grid.transform} {grid.shape}; re-run "
+            "`make tiles` so masks are rasterized on the patch grids"
+        )
+    return mask[0] > 0

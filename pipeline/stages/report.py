@@ -104,7 +104,7 @@ class Pictures:
         p = self.patches[pid]
         figures = patch_figures(p, target_mask(*key, p, self.polygons))
         maps = [
-            (method, read_attribution(self.paths.from_relative(path))[1])
+            (method, read_attribution(self.paths.resolve(path))[1])
             for method, path in attribution_maps(self.index, pid, key)
         ]
         more, limit = attribution_figures(maps)

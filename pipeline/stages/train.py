@@ -44,9 +44,15 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
             module.net, tcfg.encoder_weights, tcfg.encoder_weights_bands, BANDS
         )
     key = fit_key(tcfg, data_digest, seed)
-    out_dir = paths.stage_dir("train")
     result = fit_model(
-        tcfg, datamodule, module, out_dir=out_dir, ckpt_dir=paths.checkpoints, key=key, seed=seed
+        tcfg,
+        datamodule,
+        module,
+        out_dir=paths.stage_dir("train"),
+        ckpt_dir=paths.checkpoints,
+        logs_dir=paths.train_logs,
+        key=key,
+        seed=seed,
     )
     if not result.is_global_zero:
         sys.exit(0)  # DDP worker rank: rank 0 exports and writes the manifest
@@ -105,4 +111,4 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         "best_checkpoint": paths.relative(result.best_path) if result.best_path else None,
         "encoder_weights": weights_info,
     }
-    return StageOutput(outputs=[paths.model, paths.checkpoints, out_dir / "logs"], summary=summary)
+    return StageOutput(outputs=[paths.model, paths.checkpoints, paths.train_logs], summary=summary)

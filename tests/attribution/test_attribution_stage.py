@@ -15,6 +15,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from shapely.geometry import box
 
+from pipeline.attribution.ledger import INDEX_COLUMNS
 from pipeline.bands import BANDS
 from pipeline.config import load_config
 from pipeline.geo.raster import Grid, read_raster, write_cog
@@ -22,7 +23,6 @@ from pipeline.manifest import Manifest
 from pipeline.model.io import Arch, ModelMeta, build_unet, normalize, save_model
 from pipeline.paths import RunPaths
 from pipeline.stages import run_stage
-from pipeline.stages.attribute import INDEX_COLUMNS
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 UTM = CRS.from_epsg(32618)

@@ -44,7 +44,7 @@ def test_index_keeps_ok_rows_with_text_ids(mini, tmp_path) -> None:
     raw.loc[:2, "status"] = "skipped"
     raw.to_csv(paths2.attribution_index, index=False)
     assert len(read_attribution_index(paths2, cfg2.run.name)) == 5
-    values, aggregate = read_attribution(paths.from_relative(index.loc[0, "path"]))
+    values, aggregate = read_attribution(paths.resolve(index.loc[0, "path"]))
     assert values.shape == (len(BANDS), SIZE, SIZE) and aggregate.shape == (SIZE, SIZE)
 
 

@@ -50,6 +50,7 @@ def _fit(cfg: RunConfig, paths: RunPaths, callbacks=()):
         module,
         out_dir=paths.stage_dir("train"),
         ckpt_dir=paths.checkpoints,
+        logs_dir=paths.train_logs,
         key=key,
         seed=cfg.run.seed,
         extra_callbacks=callbacks,

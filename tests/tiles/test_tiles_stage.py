@@ -14,8 +14,8 @@ from pipeline.bands import BANDS
 from pipeline.config import RunConfig
 from pipeline.errors import MissingArtifactError, RasterError
 from pipeline.geo.crs import to_epsg
-from pipeline.geo.plan import group_patches
 from pipeline.geo.raster import read_grid
+from pipeline.geo.splits import group_patches
 from pipeline.stages import run_stage
 from pipeline.stages import tiles as tiles_stage
 

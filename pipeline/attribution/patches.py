@@ -1,0 +1,348 @@
+"""One patch through the attribute stage: its targets, every method on each, files and rows.
+
+:func:`explain_patch` lists a patch's targets (the predicted mask and the whole patch, frozen
+from the unperturbed input, and every object of each layer on the patch), explains each with
+every configured method, writes each attribution's COG (and quicklook), and returns the
+:class:`~pipeline.attribution.ledger.PatchRecords` of the patch: index rows, farm rows and skips.
+Run-wide caps (``attribute.max_targets`` per method, ``max_quicklooks`` per method and target)
+are counted by the :class:`Quotas` the caller passes from patch to patch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import torch
+from shapely.geometry.base import BaseGeometry
+from torch import nn
+
+from pipeline.attribution.export import attribution_tags, gap_flag, write_attribution
+from pipeline.attribution.layers import ObjectLayer, read_layers
+from pipeline.attribution.ledger import (
+    PatchRecords,
+    Skip,
+    combine,
+    farm_row,
+    result_row,
+    skip_records,
+)
+from pipeline.attribution.methods import METHODS, AttributionResult, explain, superpixel_methods
+from pipeline.attribution.objects import polygon_target, region_mass, ring_mask
+from pipeline.attribution.quicklook import write_quicklook
+from pipeline.attribution.superpixels import slic_superpixels
+from pipeline.attribution.targets import Target, patch_target, predicted_mask_target
+from pipeline.bands import BANDS, band_index
+from pipeline.config.attribute import AttributeConfig
+from pipeline.errors import AttributionError, PipelineError
+from pipeline.geo.raster import Grid, read_patch, read_raster
+from pipeline.model.io import ModelMeta, check_bands, normalize
+from pipeline.paths import RunPaths
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PatchInput:
+    """One patch as the attribute stage explains it.
+
+    Attributes:
+        patch_id: Plan id.
+        array: ``(C, H, W)`` uint16 stored DN (reflectance x 10000, 0 = nodata).
+        grid: The patch grid (CRS and transform copied to every attribution raster).
+        tags: The patch COG's tags (``stac_item_ids``, ...).
+        x: ``(1, C, H, W)`` normalized input on the model's device.
+        valid: ``(H, W)`` bool, pixels with data in some band.
+    """
+
+    patch_id: str
+    array: np.ndarray
+    grid: Grid
+    tags: dict[str, str]
+    x: torch.Tensor
+    valid: np.ndarray
+
+
+def load_patch(path: Path, patch_id: str, meta: ModelMeta, device: torch.device) -> PatchInput:
+    """Read and normalize one patch COG.
+
+    Raises:
+        RasterError: the file is unreadable or its bands are not :data:`BANDS`.
+        ModelError: the model expects other bands.
+    """
+    array, grid, tags = read_patch(path)
+    check_bands(meta, BANDS, path)
+    x = normalize(array, meta)[None].to(device)
+    return PatchInput(patch_id, array, grid, tags, x, (array != 0).any(axis=0))
+
+
+@dataclass(frozen=True)
+class AttributeJob:
+    """What stays fixed while the attribute stage explains patches.
+
+    Attributes:
+        cfg: The ``attribute`` section.
+        run_seed: ``run.seed``; each attribution's seed derives from it (:func:`derive_seed`).
+        model: The U-Net in eval mode, on the patches' device.
+        threshold: Probability threshold of the ``predicted_mask`` target.
+        model_sha256: Digest of ``train/model.pt`` for the raster tags.
+        paths: Where rasters and quicklooks go (and predict's masks are read).
+        layers: Object layers by kind.
+    """
+
+    cfg: AttributeConfig
+    run_seed: int
+    model: nn.Module
+    threshold: float
+    model_sha256: str
+    paths: RunPaths
+    layers: Mapping[str, ObjectLayer]
+
+
+class Quota:
+    """At most ``limit(key)`` takes per key over a run (``None``: unlimited)."""
+
+    def __init__(self, limit: Callable[[Any], int | None]) -> None:
+        self.limit = limit
+        self.used: Counter[Hashable] = Counter()
+
+    def take(self, key: Hashable) -> bool:
+        """Count one use of ``key``; ``False`` (nothing counted) when its limit is reached."""
+        limit = self.limit(key)
+        if limit is not None and self.used[key] >= limit:
+            return False
+        self.used[key] += 1
+        return True
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """The run-wide caps: targets per method, quicklooks per (method, target)."""
+
+    targets: Quota
+    quicklooks: Quota
+
+    @classmethod
+    def of(cls, cfg: AttributeConfig) -> Quotas:
+        quicklooks = cfg.max_quicklooks if cfg.quicklooks else 0
+        return cls(Quota(cfg.max_targets.get), Quota(lambda _key: quicklooks))
+
+
+@dataclass(frozen=True)
+class PatchTarget:
+    """A target and, for object targets, its polygon in the patch CRS."""
+
+    target: Target
+    geometry: BaseGeometry | None = None
+
+
+def derive_seed(seed: int, *parts: str) -> int:
+    """A 31-bit seed from the run seed and names (stable across runs and platforms)."""
+    digest = hashlib.sha256("/".join([str(seed), *parts]).encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1
+
+
+def object_layer_paths(cfg: AttributeConfig, paths: RunPaths) -> dict[str, Path | None]:
+    """The object layers the configured targets need, by kind (analyst polygons included)."""
+    sources: dict[str, Path | None] = {
+        "predicted_farms": paths.predicted_farms,
+        "label_farms": paths.farms,
+        "false_positives": paths.false_positives,
+        "missed_farms": paths.missed_farms,
+    }
+    wanted: dict[str, Path | None] = {k: v for k, v in sources.items() if k in cfg.targets}
+    if cfg.analyst_polygons is not None:
+        wanted["polygon"] = cfg.analyst_polygons
+    return wanted
+
+
+def object_layers(
+    cfg: AttributeConfig, paths: RunPaths
+) -> tuple[dict[str, ObjectLayer], PatchRecords]:
+    """Every configured object layer that could be read, and a skip for each other one."""
+    layers, reasons = read_layers(object_layer_paths(cfg, paths))
+    skips = [Skip("*", "*", k, "*", f"object layer unavailable: {r}") for k, r in reasons.items()]
+    return layers, skip_records(skips)
+
+
+def unreadable_patch(patch_id: str, err: PipelineError) -> PatchRecords:
+    """The failure record of a patch that could not be loaded."""
+    return skip_records([Skip(patch_id, "*", "*", "*", f"patch unreadable: {err}", "failed")])
+
+
+def mask_targets(patch: PatchInput, job: AttributeJob) -> tuple[list[PatchTarget], list[Skip]]:
+    """The ``predicted_mask`` and ``patch`` targets that are configured (or their skips)."""
+    out: list[PatchTarget] = []
+    skips: list[Skip] = []
+    for name in job.cfg.targets:
+        try:
+            if name == "predicted_mask":
+                out.append(PatchTarget(predicted_mask_target(job.model, patch.x, job.threshold)))
+            elif name == "patch":
+                out.append(PatchTarget(patch_target(*patch.grid.shape)))
+        except AttributionError as err:
+            skips += [Skip(patch.patch_id, m, name, "", str(err)) for m in job.cfg.methods]
+    return out, skips
+
+
+def object_targets(patch: PatchInput, job: AttributeJob) -> tuple[list[PatchTarget], list[Skip]]:
+    """One target per object of each layer on the patch (capped), or its skip."""
+    cap = job.cfg.max_objects_per_patch
+    out: list[PatchTarget] = []
+    skips: list[Skip] = []
+    for kind, layer in job.layers.items():
+        rows = layer.for_patch(patch.patch_id, patch.grid)
+        if len(rows) > cap:
+            reason = f"max_objects_per_patch: {len(rows)} objects, first {cap} explained"
+            skips.append(Skip(patch.patch_id, "*", kind, "*", reason))
+            rows = rows.head(cap)
+        for target_id, geom in zip(rows["target_id"], rows.geometry, strict=True):
+            try:
+                out.append(PatchTarget(polygon_target(kind, target_id, geom, patch.grid), geom))
+            except AttributionError as err:
+                tid = str(target_id)
+                skips += [Skip(patch.patch_id, m, kind, tid, str(err)) for m in job.cfg.methods]
+    return out, skips
+
+
+def agreement(paths: RunPaths, patch_id: str, target: Target) -> list[float]:
+    """IoU of a recomputed ``predicted_mask`` target with predict's mask (``[]`` if none)."""
+    path = paths.predicted_mask(patch_id)
+    if target.name != "predicted_mask" or not path.is_file():
+        return []
+    try:
+        mask = read_raster(path)[0][0] > 0
+    except PipelineError as err:
+        log.warning("cannot read %s for the agreement check: %s", path, err)
+        return []
+    ours = target.mask.numpy()
+    if mask.shape != ours.shape:
+        return []
+    union = (mask | ours).sum()
+    return [float((mask & ours).sum() / union) if union else 1.0]
+
+
+def write_patch_quicklook(result: AttributionResult, patch: PatchInput, path: Path) -> Path:
+    """The PNG quicklook of one attribution over the patch's true colour."""
+    target = result.target
+    return write_quicklook(
+        path,
+        patch.array[[band_index(b) for b in ("B04", "B03", "B02")]],
+        result.aggregate.numpy(),
+        signed=METHODS[result.method].signed,
+        mask=target.mask.numpy(),
+        title=f"{patch.patch_id} {result.method} {target.name} {target.target_id}".strip(),
+    )
+
+
+def object_row(
+    result: AttributionResult,
+    patch: PatchInput,
+    geometry: BaseGeometry,
+    flag: bool | None,
+    buffer_m: float,
+) -> dict[str, Any]:
+    """The farm-table row of an object target: attribution mass inside, in the ring, outside."""
+    mass = region_mass(
+        result.values.numpy(),
+        result.aggregate.numpy(),
+        result.target.mask.numpy(),
+        ring_mask(geometry, patch.grid, buffer_m),
+        BANDS,
+    )
+    lonlat = gpd.GeoSeries([geometry], crs=patch.grid.crs).to_crs(4326).iloc[0]
+    return farm_row(result, patch_id=patch.patch_id, mass=mass, flag=flag, geometry_4326=lonlat)
+
+
+def export_result(
+    result: AttributionResult,
+    patch: PatchInput,
+    item: PatchTarget,
+    seconds: float,
+    job: AttributeJob,
+    quotas: Quotas,
+) -> PatchRecords:
+    """Write the COG (and quicklook) of one result; return its index row (and farm row)."""
+    target = result.target
+    cog = job.paths.attribution(patch.patch_id, result.method, target.name, target.target_id)
+    tags = attribution_tags(
+        result,
+        patch_id=patch.patch_id,
+        model_sha256=job.model_sha256,
+        stac_item_ids=json.loads(patch.tags.get("stac_item_ids", "[]") or "[]"),
+        gap_tolerance=job.cfg.gap_tolerance,
+    )
+    write_attribution(cog, result, patch.grid, tags=tags, valid=patch.valid)
+    flag = gap_flag(result, job.cfg.gap_tolerance)
+    rel = job.paths.relative(cog)
+    row = result_row(result, patch_id=patch.patch_id, path=rel, seconds=seconds, flag=flag)
+    outputs = [cog]
+    if quotas.quicklooks.take((result.method, target.name)):
+        png = job.paths.quicklook(result.method, target.name, cog.stem)
+        outputs.append(write_patch_quicklook(result, patch, png))
+    farms = []
+    if item.geometry is not None:
+        farms.append(object_row(result, patch, item.geometry, flag, job.cfg.buffer_m))
+    return PatchRecords([row], farms, outputs, quicklooks=len(outputs) - 1)
+
+
+def explain_target(
+    patch: PatchInput,
+    item: PatchTarget,
+    method: str,
+    superpixels: np.ndarray | None,
+    job: AttributeJob,
+    quotas: Quotas,
+) -> PatchRecords:
+    """Explain one target with one method (unless its budget is spent) and export it."""
+    target, pid = item.target, patch.patch_id
+    if not quotas.targets.take(method):
+        limit = quotas.targets.limit(method)
+        reason = f"budget: attribute.max_targets.{method}={limit} reached"
+        return skip_records([Skip(pid, method, target.name, target.target_id, reason)])
+    seed = derive_seed(job.run_seed, pid, method, target.name, target.target_id)
+    start = time.perf_counter()
+    try:
+        result = explain(
+            method, job.model, patch.x, target, job.cfg, seed=seed, superpixels=superpixels
+        )
+    except AttributionError as err:
+        return skip_records([Skip(pid, method, target.name, target.target_id, str(err))])
+    return export_result(result, patch, item, time.perf_counter() - start, job, quotas)
+
+
+def patch_targets(patch: PatchInput, job: AttributeJob) -> tuple[list[PatchTarget], list[Skip]]:
+    """Every target of the patch (mask targets first, then objects by layer) and the skips."""
+    masks, mask_skips = mask_targets(patch, job)
+    objects, object_skips = object_targets(patch, job)
+    return masks + objects, mask_skips + object_skips
+
+
+def explain_patch(patch: PatchInput, job: AttributeJob, quotas: Quotas) -> PatchRecords:
+    """Explain every target of ``patch`` with every configured method.
+
+    The superpixel methods share one SLIC segmentation of the patch.
+
+    Returns:
+        The patch's records, in order: its target skips, then per target the agreement with
+        predict's mask and one row per method.
+    """
+    targets, skips = patch_targets(patch, job)
+    parts = [skip_records(skips)]
+    superpixels = None
+    if superpixel_methods(job.cfg.methods):
+        superpixels = slic_superpixels(patch.x, job.cfg.n_superpixels, job.cfg.slic_compactness)
+    for item in targets:
+        parts.append(PatchRecords(agreement=agreement(job.paths, patch.patch_id, item.target)))
+        for method in job.cfg.methods:
+            parts.append(explain_target(patch, item, method, superpixels, job, quotas))
+    return combine(parts)

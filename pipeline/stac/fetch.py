@@ -1,0 +1,305 @@
+"""Fetching planned patches: one call per patch that never raises, and the index it feeds.
+
+:class:`PatchFetcher` holds what every patch of a run shares (the item source, the settings,
+the signer, the read pool, the output paths) and :meth:`PatchFetcher.fetch` does one patch:
+reuse its files when they carry this run's digest, else search the items, screen and read the
+scene (:func:`pipeline.stac.patch.fetch_patch`) and write the image and SCL COGs. Each patch
+becomes one row of ``fetch/index.gpkg`` (:data:`INDEX_COLUMNS`, :func:`index_row`);
+:func:`summarize` counts them for the manifest and ``fetch/summary.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+import requests
+from rasterio.errors import RasterioError
+
+from pipeline.bands import BANDS
+from pipeline.config.fetch import RUNTIME_FIELDS, FetchConfig
+from pipeline.errors import MissingArtifactError, PipelineError
+from pipeline.geo.gdal_env import gdal_env
+from pipeline.geo.raster import write_cog
+from pipeline.net import RetryPolicy
+from pipeline.paths import RunPaths
+from pipeline.stac.assets import Signer
+from pipeline.stac.patch import PatchSpec, ReadSettings, Submit, fetch_patch
+from pipeline.stac.read import gdal_options
+from pipeline.stac.source import ItemQuery, ItemSource, StacApiSource, StaticCatalogSource
+
+log = logging.getLogger(__name__)
+
+#: Columns of ``fetch/index.gpkg`` (layer ``patches``, EPSG:4326), besides the geometry.
+INDEX_COLUMNS: Final[tuple[str, ...]] = (
+    "patch_id",
+    "status",
+    "reason",
+    "image",
+    "scl",
+    "item_id",
+    "datetime",
+    "platform",
+    "processing_baseline",
+    "harmonization",
+    "clear_fraction",
+    "snow_fraction",
+)
+#: Errors that fail one patch (recorded) rather than the stage.
+PATCH_ERRORS = (PipelineError, RasterioError, requests.RequestException, OSError)
+
+Row = dict[str, Any]
+
+
+def read_plan(path: Path) -> list[PatchSpec]:
+    """Patch specs of ``plan.gpkg`` (layer ``plan``), footprints in EPSG:4326.
+
+    Raises:
+        MissingArtifactError: the plan does not exist.
+    """
+    if not path.is_file():
+        raise MissingArtifactError("the patch plan", path, "labels")
+    frame = gpd.read_file(path, layer="plan").to_crs(4326)
+    return [
+        PatchSpec(
+            str(r.patch_id),
+            int(r.epsg),
+            float(r.x0),
+            float(r.y0),
+            int(r.size),
+            float(r.gsd),
+            r.geometry,
+        )
+        for r in frame.itertuples()
+    ]
+
+
+def catalog_stamp(catalog: str) -> str | None:
+    """Fingerprint of a local static catalog's files (path, size, modification time).
+
+    A catalog rebuilt at the same path (a demo world re-planted) must not be served from the
+    patches of the old one. ``None`` for a STAC API or a remote catalog, whose items are taken
+    as immutable, as published Sentinel-2 items are.
+    """
+    if "://" in catalog and not catalog.startswith("file://"):
+        return None
+    path = Path(catalog.removeprefix("file://"))
+    if not path.is_file():
+        return None
+    root = path.parent
+    digest = hashlib.sha256()
+    for f in sorted(q for q in root.rglob("*") if q.is_file()):
+        st = f.stat()
+        digest.update(f"{f.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def output_settings(fc: FetchConfig) -> dict[str, Any]:
+    """What changes the written patches: the fetch settings but :data:`RUNTIME_FIELDS`, and the
+    :func:`catalog_stamp` of a local static catalog."""
+    out = {k: v for k, v in fc.model_dump(mode="json").items() if k not in RUNTIME_FIELDS}
+    return {**out, "catalog_stamp": catalog_stamp(fc.catalog)}
+
+
+def open_source(fc: FetchConfig, provider: str) -> ItemSource:
+    """The item source of ``fetch.catalog`` (a static catalog is loaded now, once).
+
+    Raises:
+        FetchError: a static catalog is missing or unreadable.
+    """
+    policy = RetryPolicy(fc.retries, fc.backoff_s)
+    if provider == "static":
+        static = StaticCatalogSource(fc.catalog)
+        static.load()  # a missing catalog is one stage error, not one error per patch
+        return static
+    return StacApiSource(fc.catalog, policy=policy, timeout_s=fc.timeout_s, page_size=fc.page_size)
+
+
+def read_settings(fc: FetchConfig) -> ReadSettings:
+    """Scene screening, retries and GDAL options of every patch read."""
+    return ReadSettings(
+        min_clear=fc.min_clear_fraction,
+        target_date=fc.target_date,
+        clear_tie=fc.clear_tie,
+        double_correction_warn=fc.double_correction_warn,
+        policy=RetryPolicy(fc.retries, fc.backoff_s),
+        gdal=gdal_options(
+            retries=fc.retries, retry_delay_s=fc.gdal_retry_delay_s, timeout_s=fc.timeout_s
+        ),
+    )
+
+
+def existing_tags(paths: RunPaths, pid: str, digest: str) -> dict[str, str] | None:
+    """Tags of a finished patch written with ``digest``, else None (then it is fetched)."""
+    image, scl = paths.image(pid), paths.scl(pid)
+    if not (image.is_file() and scl.is_file()):
+        return None
+    try:
+        with rasterio.open(image) as src, rasterio.open(scl) as ssrc:
+            tags = src.tags()
+            ok = (
+                tags.get("fetch_digest") == digest
+                and ssrc.tags().get("fetch_digest") == digest
+                and tuple(src.descriptions) == BANDS
+            )
+    except RasterioError:
+        return None
+    return tags if ok else None
+
+
+def index_row(
+    spec: PatchSpec,
+    status: str,
+    reason: str,
+    files: tuple[str, str] | None = None,
+    tags: dict[str, str] | None = None,
+) -> Row:
+    """One row of the fetch index (:data:`INDEX_COLUMNS` and the EPSG:4326 footprint).
+
+    Args:
+        spec: The planned patch.
+        status: ``ok``, ``skipped`` or ``failed``.
+        reason: Why (the scene chosen, the skip or the error).
+        files: ``(image, scl)`` relative to the run folder, for written patches.
+        tags: The patch image's tags (scene, platform, harmonization, clear and snow shares).
+    """
+    tags = tags or {}
+    row: Row = {c: None for c in INDEX_COLUMNS}
+    row.update(patch_id=spec.patch_id, status=status, reason=reason, geometry=spec.footprint)
+    if files is not None:
+        row["image"], row["scl"] = files
+    for key in ("item_id", "datetime", "platform", "processing_baseline", "harmonization"):
+        row[key] = tags.get(key)
+    for key in ("clear_fraction", "snow_fraction"):
+        row[key] = float(tags[key]) if key in tags else None
+    return row
+
+
+def error_text(err: BaseException) -> str:
+    """``Type: first line of the message`` (for the index and the summary)."""
+    first = str(err).strip().splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {first}"
+
+
+@dataclass(frozen=True)
+class FetchedPatch:
+    """What one patch gave: its index row, scene warnings, and whether its files were reused."""
+
+    row: Row
+    warnings: list[str] = field(default_factory=list)
+    reused: bool = False
+
+
+@dataclass(frozen=True)
+class PatchFetcher:
+    """Everything the patches of one fetch share.
+
+    Attributes:
+        source: Where items are searched.
+        fc: The ``fetch`` section (collection, dates, cloud cover, item cap).
+        settings: Scene screening and read settings.
+        signer: Signs asset URLs (Planetary Computer) or passes them through.
+        submit: Submits one band read (a thread pool's ``submit``).
+        paths: Where the patch files go.
+        out_settings: :func:`output_settings`, hashed into each patch's digest.
+    """
+
+    source: ItemSource
+    fc: FetchConfig
+    settings: ReadSettings
+    signer: Signer
+    submit: Submit
+    paths: RunPaths
+    out_settings: dict[str, Any]
+
+    def files(self, pid: str) -> tuple[str, str]:
+        """The patch's image and SCL paths relative to the run folder."""
+        return self.paths.relative(self.paths.image(pid)), self.paths.relative(self.paths.scl(pid))
+
+    def fetch(self, spec: PatchSpec) -> FetchedPatch:
+        """Fetch one patch (or reuse it) and write its files; never raises for a patch error."""
+        digest = spec.digest(self.out_settings)
+        tags = existing_tags(self.paths, spec.patch_id, digest)
+        if tags is not None:
+            reason = "reused (files match this config and plan row)"
+            row = index_row(spec, "ok", reason, self.files(spec.patch_id), tags)
+            return FetchedPatch(row, [], reused=True)
+        try:
+            query = ItemQuery(
+                spec.footprint,
+                self.fc.collection,
+                self.fc.datetime,
+                self.fc.max_cloud_cover,
+                self.fc.max_items,
+            )
+            items = self.source.search(query)
+            result = fetch_patch(spec, items, self.settings, self.signer, self.submit)
+        except PATCH_ERRORS as err:
+            msg = error_text(err)
+            log.error("patch %s failed: %s", spec.patch_id, msg)
+            return FetchedPatch(index_row(spec, "failed", msg[:500]))
+        image, scl = result.image, result.scl
+        if result.status != "ok" or image is None or scl is None:
+            log.info("patch %s skipped: %s", spec.patch_id, result.reason)
+            return FetchedPatch(index_row(spec, "skipped", result.reason))
+        tags = {**result.tags, "fetch_digest": digest, "patch_id": spec.patch_id}
+        self.write(spec, image, scl, tags)
+        row = index_row(spec, "ok", result.reason, self.files(spec.patch_id), tags)
+        return FetchedPatch(row, result.warnings)
+
+    def write(
+        self, spec: PatchSpec, image: np.ndarray, scl: np.ndarray, tags: dict[str, str]
+    ) -> None:
+        """The patch's SCL ``(H, W)`` and 10-band ``(C, H, W)`` uint16 COGs on its grid."""
+        with gdal_env(**self.settings.gdal):  # single-threaded compression: patches in parallel
+            write_cog(
+                self.paths.scl(spec.patch_id),
+                scl[None],
+                spec.grid,
+                band_names=["SCL"],
+                nodata=0,
+                tags=tags,
+                overview_resampling="nearest",
+            )
+            write_cog(
+                self.paths.image(spec.patch_id),
+                image,
+                spec.grid,
+                band_names=BANDS,
+                nodata=0,
+                tags=tags,
+            )
+
+
+def index_frame(rows: Sequence[Row]) -> gpd.GeoDataFrame:
+    """``fetch/index.gpkg`` as a frame (:data:`INDEX_COLUMNS`, EPSG:4326 footprints)."""
+    return gpd.GeoDataFrame(
+        list(rows), columns=[*INDEX_COLUMNS, "geometry"], geometry="geometry", crs="EPSG:4326"
+    )
+
+
+def summarize(patches: Sequence[FetchedPatch], provider: str) -> dict[str, Any]:
+    """Counts, skip reasons, failures and warnings for the manifest and ``summary.json``."""
+    rows = [p.row for p in patches]
+    by = {s: [r for r in rows if r["status"] == s] for s in ("ok", "skipped", "failed")}
+    return {
+        "provider": provider,
+        "patches": len(rows),
+        "ok": len(by["ok"]),
+        "reused": sum(p.reused for p in patches),
+        "skipped": len(by["skipped"]),
+        "failed": len(by["failed"]),
+        "skips": {r["patch_id"]: r["reason"] for r in by["skipped"]},
+        "failures": {r["patch_id"]: r["reason"] for r in by["failed"]},
+        "warnings": [w for p in patches for w in p.warnings],
+        "harmonization": sorted({str(r["harmonization"]) for r in by["ok"]}),
+        "snow_patches": sum(1 for r in by["ok"] if (r["snow_fraction"] or 0) > 0),
+        "items_used": sorted({str(r["item_id"]) for r in by["ok"]}),
+    }
