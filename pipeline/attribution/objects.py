@@ -7,34 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from rasterio.features import rasterize
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.attribution.targets import Target
 from pipeline.errors import AttributionError
+from pipeline.geo.masks import polygon_mask
 from pipeline.geo.raster import Grid
-
-
-def polygon_mask(geometry: BaseGeometry, grid: Grid) -> np.ndarray:
-    """``(H, W)`` bool: pixels whose centre falls in ``geometry`` (in ``grid``'s CRS).
-
-    Polygons thinner than a pixel fall back to every touched pixel, so a small farm never
-    vanishes. Empty when the polygon misses the patch.
-    """
-    if geometry is None or geometry.is_empty:
-        return np.zeros(grid.shape, dtype=bool)
-    for touched in (False, True):
-        mask = rasterize(
-            [(geometry, 1)],
-            out_shape=grid.shape,
-            transform=grid.transform,
-            fill=0,
-            all_touched=touched,
-            dtype="uint8",
-        ).astype(bool)
-        if mask.any():
-            return mask
-    return mask
 
 
 def polygon_target(name: str, target_id: str, geometry: BaseGeometry, grid: Grid) -> Target:

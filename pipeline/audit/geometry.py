@@ -1,53 +1,21 @@
-"""Polygons and windows on a patch grid (pure: shapely geometries in, arrays out)."""
+"""Geometry on a patch grid for the audit: reprojection into the grid and crop windows."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
-import shapely
-from pyproj import Transformer
 from rasterio.crs import CRS
-from rasterio.features import rasterize
 from shapely.geometry.base import BaseGeometry
 
+from pipeline.geo.crs import to_epsg
 from pipeline.geo.raster import Grid
 
 
 def to_grid_crs(geom: BaseGeometry, src_crs: CRS | str, grid: Grid) -> BaseGeometry:
-    """``geom`` from ``src_crs`` into the grid's CRS (always_xy)."""
-    src = CRS.from_user_input(src_crs)
-    if src == grid.crs:
+    """``geom`` from ``src_crs`` into the grid's CRS (vertices as they are, no densifying)."""
+    src, dst = CRS.from_user_input(src_crs), grid.crs
+    if src == dst:
         return geom
-    fwd = Transformer.from_crs(src, grid.crs, always_xy=True)
-    return shapely.transform(geom, lambda xy: np.column_stack(fwd.transform(xy[:, 0], xy[:, 1])))
-
-
-def geometries_mask(geoms: Iterable[BaseGeometry], grid: Grid) -> np.ndarray:
-    """``(H, W)`` bool: pixels whose centre is inside any geometry (in the grid's CRS).
-
-    A geometry too small to cover a pixel centre is burned with ``all_touched`` instead, so a
-    small farm is never an empty mask by accident.
-    """
-    out = np.zeros(grid.shape, dtype=bool)
-    for geom in geoms:
-        if geom is None or geom.is_empty:
-            continue
-        shapes = [(shapely.geometry.mapping(geom), 1)]
-        burned = rasterize(
-            shapes, out_shape=grid.shape, transform=grid.transform, fill=0, dtype="uint8"
-        ).astype(bool)
-        if not burned.any():
-            burned = rasterize(
-                shapes,
-                out_shape=grid.shape,
-                transform=grid.transform,
-                fill=0,
-                dtype="uint8",
-                all_touched=True,
-            ).astype(bool)
-        out |= burned
-    return out
+    return to_epsg(geom, int(dst.to_epsg()), src=int(src.to_epsg()), max_segment_deg=0)
 
 
 def crop_window(mask: np.ndarray, size: int) -> tuple[slice, slice]:

@@ -21,10 +21,11 @@ from rasterio.errors import RasterioError
 from rasterio.warp import Resampling, reproject
 
 from pipeline.audit.cues import CueMask, compute_cues, valid_pixels
-from pipeline.audit.geometry import geometries_mask, to_grid_crs
+from pipeline.audit.geometry import to_grid_crs
 from pipeline.bands import BANDS
 from pipeline.config import RunConfig
 from pipeline.errors import AuditError, MissingArtifactError, RasterError
+from pipeline.geo.masks import geometries_mask
 from pipeline.geo.raster import Grid, read_raster
 from pipeline.paths import RunPaths
 

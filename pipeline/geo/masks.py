@@ -9,6 +9,7 @@ mean and M2 in float64 and merges exactly (Chan et al.), so statistics stream pa
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import geopandas as gpd
@@ -74,6 +75,26 @@ def rasterize_mask(
         all_touched=all_touched,
         dtype="uint8",
     )
+
+
+def polygon_mask(geometry: BaseGeometry | None, grid: Grid) -> np.ndarray:
+    """``(H, W)`` bool: pixels whose centre falls in ``geometry`` (in ``grid``'s CRS).
+
+    A polygon too thin to cover a pixel centre falls back to every touched pixel, so a small
+    farm never vanishes. Empty when the polygon misses the grid or is empty.
+    """
+    if geometry is None or geometry.is_empty:
+        return np.zeros(grid.shape, dtype=bool)
+    mask = rasterize_mask([geometry], grid).astype(bool)
+    return mask if mask.any() else rasterize_mask([geometry], grid, all_touched=True).astype(bool)
+
+
+def geometries_mask(geoms: Iterable[BaseGeometry | None], grid: Grid) -> np.ndarray:
+    """``(H, W)`` bool union of :func:`polygon_mask` over ``geoms`` (each with its fallback)."""
+    out = np.zeros(grid.shape, dtype=bool)
+    for geom in geoms:
+        out |= polygon_mask(geom, grid)
+    return out
 
 
 @dataclass(frozen=True)
