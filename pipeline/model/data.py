@@ -3,21 +3,29 @@
 Images are stored DN (uint16, reflectance x 10000, bands :data:`pipeline.bands.BANDS`); they are
 standardized per band with the training split's statistics (the same ones exported with the
 model, so training and prediction see identical inputs). Masks are uint8 (1 farm, 0 background).
+
+Every random draw of the training data comes from the run seed: each epoch's sample sequence
+and one augmentation seed per sample are drawn from a generator seeded by ``(seed, epoch)``
+(:func:`epoch_draws`), and a sample's crop and flip from a generator seeded by its augmentation
+seed. So the data a step sees depends neither on DataLoader workers nor on how many processes
+share the epoch (:class:`EpochSampler` hands each rank its share of the same sequence).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import math
+import random
+from collections.abc import Iterator, Sequence
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline.bands import BANDS
 from pipeline.config import TrainConfig
-from pipeline.errors import ModelError
+from pipeline.errors import ConfigError, ModelError
 from pipeline.geo.raster import read_raster
 from pipeline.model.records import (
     SPLIT_NAMES,
@@ -32,15 +40,24 @@ log = logging.getLogger(__name__)
 __all__ = [
     "SPLIT_NAMES",
     "BandStats",
+    "Draw",
+    "EpochSampler",
     "TileDataset",
     "TileRecord",
     "TilesDataModule",
+    "device_batch_size",
     "dihedral",
+    "epoch_draws",
     "random_crop_offsets",
+    "rank_share",
     "read_band_stats",
     "read_tiles_index",
+    "seed_worker",
     "tile_bytes",
 ]
+
+#: A training draw: ``(tile index, augmentation seed)``.
+Draw = tuple[int, int]
 
 
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -65,6 +82,10 @@ def random_crop_offsets(
 
 class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Tiles as ``(image (C, H, W) float32 normalized, mask (1, H, W) float32)`` pairs.
+
+    Indexed by a tile index or a :data:`Draw`; the crop and flip are drawn from a generator
+    seeded by the draw's augmentation seed (by the tile index for a plain index), never from a
+    global or per-worker random state.
 
     Args:
         records: Tiles to serve.
@@ -106,7 +127,8 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             )
         return image, mask
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | Draw) -> tuple[torch.Tensor, torch.Tensor]:
+        index, draw_seed = key if isinstance(key, tuple) else (key, key)
         image, mask = (
             self._cache[index] if self._cache is not None else self._read(self.records[index])
         )
@@ -117,14 +139,139 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
                 f"train.crop_size {self.crop_size} exceeds tile {self.records[index].image} "
                 f"of {tuple(x.shape[-2:])}; lower train.crop_size"
             )
+        generator = torch.Generator().manual_seed(draw_seed)
         if self.crop_size is not None and self.crop_size < max(x.shape[-2:]):
-            row, col = random_crop_offsets(x.shape[-2], x.shape[-1], self.crop_size)
+            row, col = random_crop_offsets(x.shape[-2], x.shape[-1], self.crop_size, generator)
             x = x[:, row : row + self.crop_size, col : col + self.crop_size]
             y = y[:, row : row + self.crop_size, col : col + self.crop_size]
         if self.augment:
-            k = int(torch.randint(0, 8, (1,)))
+            k = int(torch.randint(0, 8, (1,), generator=generator))
             x, y = dihedral(x, k), dihedral(y, k)
         return x.contiguous(), y.contiguous()
+
+
+def epoch_draws(
+    n_tiles: int,
+    num_samples: int,
+    *,
+    seed: int,
+    epoch: int,
+    weights: Sequence[float] | None = None,
+    replacement: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One epoch's global sample sequence and an augmentation seed per sample.
+
+    Args:
+        n_tiles: Tiles to draw from.
+        num_samples: Draws (``n_tiles`` for a permutation).
+        seed: The run seed.
+        epoch: The epoch (each gets its own sequence; a resumed fit repeats it exactly).
+        weights: Per-tile sampling weights (draws with replacement), or ``None``.
+        replacement: Draw uniformly with replacement (when ``weights`` is ``None``).
+
+    Returns:
+        ``(tile indices (num_samples,) int64, augmentation seeds (num_samples,) int64)``.
+    """
+    state = np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0]
+    generator = torch.Generator().manual_seed(int(state))
+    if weights is not None:
+        w = torch.as_tensor(weights, dtype=torch.float64)
+        indices = torch.multinomial(w, num_samples, replacement=True, generator=generator)
+    elif replacement:
+        indices = torch.randint(n_tiles, (num_samples,), generator=generator)
+    else:
+        indices = torch.randperm(n_tiles, generator=generator)[:num_samples]
+    seeds = torch.randint(2**62, (len(indices),), generator=generator)
+    return indices, seeds
+
+
+def rank_share(n: int, rank: int, world_size: int) -> list[int]:
+    """This rank's positions ``rank, rank + W, ...`` in a sequence of ``n``.
+
+    The sequence is padded with its head to a multiple of ``W``, so every rank takes as many
+    draws (with ``n`` a multiple of ``W`` nothing repeats). With per-rank batches of ``b``,
+    the ranks' ``t``-th batches together hold positions ``t*b*W .. (t+1)*b*W - 1``: the
+    ``t``-th global batch of ``b*W`` of one process.
+    """
+    total = math.ceil(n / world_size) * world_size
+    return [p % n for p in range(rank, total, world_size)]
+
+
+class EpochSampler(Sampler[Draw]):
+    """This rank's share of each epoch's training draws (see :func:`epoch_draws`).
+
+    Lightning calls :meth:`set_epoch` before each epoch.
+
+    Args:
+        n_tiles: Training tiles.
+        num_samples: Draws per epoch over all ranks.
+        seed: The run seed.
+        weights: Per-tile sampling weights, or ``None``.
+        replacement: Uniform draws with replacement (``weights`` ``None``).
+        rank: This process's global rank.
+        world_size: Processes sharing the epoch.
+    """
+
+    def __init__(
+        self,
+        n_tiles: int,
+        num_samples: int,
+        *,
+        seed: int,
+        weights: Sequence[float] | None = None,
+        replacement: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.n_tiles, self.num_samples, self.seed = n_tiles, num_samples, seed
+        self.weights, self.replacement = weights, replacement
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_samples / self.world_size)
+
+    def __iter__(self) -> Iterator[Draw]:
+        indices, seeds = epoch_draws(
+            self.n_tiles,
+            self.num_samples,
+            seed=self.seed,
+            epoch=self.epoch,
+            weights=self.weights,
+            replacement=self.replacement,
+        )
+        for p in rank_share(len(indices), self.rank, self.world_size):
+            yield int(indices[p]), int(seeds[p])
+
+
+def device_batch_size(batch_size: int, world_size: int) -> int:
+    """Tiles per step in each of ``world_size`` processes for a global ``batch_size``.
+
+    Raises:
+        ConfigError: ``batch_size`` is not a multiple of ``world_size``.
+    """
+    if batch_size % world_size:
+        raise ConfigError(
+            f"train.batch_size {batch_size} does not split evenly over {world_size} processes "
+            "(train.devices x train.num_nodes); it is the global batch, so set it to a "
+            f"multiple of {world_size}, e.g. {max(1, round(batch_size / world_size)) * world_size}"
+        )
+    return batch_size // world_size
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed ``random`` and NumPy in a DataLoader worker from its torch seed.
+
+    The torch seed is the loader's base seed (drawn from its seeded generator) plus
+    ``worker_id``. The datasets here draw nothing from these states; this keeps any code that
+    does reproducible.
+    """
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def tile_bytes(records: Sequence[TileRecord], tile_pixels: int = 256 * 256) -> int:
@@ -139,7 +286,11 @@ class TilesDataModule(L.LightningDataModule):
         records: Every tile of the index (split by ``record.split``).
         stats: Training-split band statistics.
         cfg: The ``train`` config section (batch size, crops, oversampling, workers, preload).
-        seed: Seed of the positive-oversampling sampler.
+        seed: The run seed (sample order, augmentations, loader generators).
+
+    Under DDP (a trainer with ``world_size`` W attached) the training loader takes this rank's
+    share of the epoch in batches of ``batch_size / W``; validation and test loaders serve the
+    whole split in every process.
     """
 
     def __init__(
@@ -177,38 +328,54 @@ class TilesDataModule(L.LightningDataModule):
         if preload:
             self.datasets["train_eval"]._cache = self.datasets["train"]._cache
 
-    def _loader(self, split: str, *, sampler: Sampler[int] | None = None) -> DataLoader:
+    def _loader(
+        self, split: str, *, sampler: Sampler[Draw] | None = None, batch_size: int | None = None
+    ) -> DataLoader:
         workers = self.cfg.num_workers
         return DataLoader(
             self.datasets[split],
-            batch_size=self.cfg.batch_size,
+            batch_size=batch_size or self.cfg.batch_size,
             sampler=sampler,
             shuffle=False,
             num_workers=workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=workers > 0,
             drop_last=False,
+            generator=torch.Generator().manual_seed(self.seed),
+            worker_init_fn=seed_worker if workers > 0 else None,
         )
 
-    def train_sampler(self) -> Sampler[int]:
+    def _ranks(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_sampler(self, rank: int = 0, world_size: int = 1) -> EpochSampler:
         """Shuffling, or positive oversampling when ``oversample_positive > 1``; seeded.
 
         ``samples_per_epoch`` draws that many samples with replacement.
         """
-        generator = torch.Generator().manual_seed(self.seed)
         records = self.records["train"]
         n = self.cfg.samples_per_epoch
+        weights = None
         if self.cfg.oversample_positive > 1.0 and any(r.positive for r in records):
             weights = [self.cfg.oversample_positive if r.positive else 1.0 for r in records]
-            return WeightedRandomSampler(
-                weights, n or len(records), replacement=True, generator=generator
-            )
-        if n is not None:
-            return RandomSampler(records, replacement=True, num_samples=n, generator=generator)
-        return RandomSampler(records, generator=generator)
+        return EpochSampler(
+            len(records),
+            n or len(records),
+            seed=self.seed,
+            weights=weights,
+            replacement=n is not None,
+            rank=rank,
+            world_size=world_size,
+        )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", sampler=self.train_sampler())
+        rank, world_size = self._ranks()
+        return self._loader(
+            "train",
+            sampler=self.train_sampler(rank, world_size),
+            batch_size=device_batch_size(self.cfg.batch_size, world_size),
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")

@@ -1,10 +1,16 @@
-"""Trainer setup and the fit: precision, checkpoints, early stopping, logs, resume.
+"""Trainer setup and the fit: devices, precision, checkpoints, early stopping, logs, resume.
 
 ``fit_model`` trains a :class:`~pipeline.model.module.SegmentationModule` on a
 :class:`~pipeline.model.data.TilesDataModule` and returns the module holding the best
-weights (by validation IoU). Checkpoints go to ``<checkpoints>/``: ``best-eNNN.ckpt`` and
+weights (by validation loss). Checkpoints go to ``<checkpoints>/``: ``best-eNNN.ckpt`` and
 ``last.ckpt``; beside that folder, ``fit_key.json`` holds a digest of the train config, the
 data and the seed. A re-run with the same key resumes from ``last.ckpt``; another key starts afresh.
+
+Several processes (DDP, see :class:`~pipeline.config.TrainConfig`): every rank reads the resume
+point before the processes connect; once they have, rank 0 alone clears or keeps the
+checkpoints and writes ``fit_key.json`` while the others wait (:class:`PrepareCheckpoints`).
+Reproducibility: a fixed thread count, Lightning's deterministic mode, and every random draw
+seeded from the run seed.
 """
 
 from __future__ import annotations
@@ -12,9 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +36,11 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from pipeline.config import TrainConfig
-from pipeline.errors import ModelError
+from pipeline.errors import ConfigError, ModelError
 from pipeline.io import write_json
-from pipeline.model.data import TilesDataModule
+from pipeline.model.data import TilesDataModule, device_batch_size
 from pipeline.model.evaluate import PixelCounts, ThresholdSweep, pixel_counts
-from pipeline.model.module import MONITOR, SegmentationModule
+from pipeline.model.module import MONITOR, GlobalBatchNormSync, SegmentationModule
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +78,67 @@ def resolve_precision(cfg: TrainConfig) -> str:
     return "32-true"
 
 
-def resolve_strategy(cfg: TrainConfig) -> str:
-    """``ddp`` for more than one device, else ``auto``."""
+def devices_per_node(cfg: TrainConfig) -> int:
+    """Processes per machine that ``train.devices`` asks for (Lightning's reading of it)."""
     devices = cfg.devices
-    many = (
-        (isinstance(devices, int) and devices > 1)
-        or (isinstance(devices, str) and (devices == "-1" or "," in devices.strip(",")))
-        or (devices == "auto" and uses_gpu(cfg) and torch.cuda.device_count() > 1)
+    text = str(devices).strip()
+    if text == "auto":
+        return torch.cuda.device_count() if uses_gpu(cfg) else 1
+    if text == "-1":
+        return torch.cuda.device_count()
+    if "," in text:
+        return len([d for d in text.split(",") if d.strip()])
+    return int(text)
+
+
+def resolve_strategy(cfg: TrainConfig) -> str:
+    """``ddp`` when devices x nodes > 1, else ``auto``."""
+    return "ddp" if devices_per_node(cfg) * cfg.num_nodes > 1 else "auto"
+
+
+def resolve_threads(cfg: TrainConfig, processes_per_node: int) -> int:
+    """``train.threads``, or ``min(4, CPU cores available / processes on this machine)``."""
+    if cfg.threads is not None:
+        return cfg.threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(4, (cores or 1) // max(1, processes_per_node)))
+
+
+#: Inter-op threads: nothing in training runs operators in parallel with each other.
+INTEROP_THREADS = 1
+
+
+def fix_threads(threads: int) -> None:
+    """Set torch's intra-op threads (and inter-op threads, when torch still allows it)."""
+    torch.set_num_threads(threads)
+    if torch.get_num_interop_threads() != INTEROP_THREADS:
+        try:
+            torch.set_num_interop_threads(INTEROP_THREADS)
+        except RuntimeError:  # only possible before the first parallel work in the process
+            log.info(
+                "inter-op threads stay at %d (fixed earlier in this process)",
+                torch.get_num_interop_threads(),
+            )
+
+
+@contextmanager
+def restored_torch_flags() -> Iterator[None]:
+    """Restore the process-wide flags a Trainer sets (deterministic algorithms, cuDNN).
+
+    Later work in the same process (the post-fit evaluation, the stages after train in
+    ``python -m pipeline all``) runs as it would have without the fit.
+    """
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
     )
-    return "ddp" if many else "auto"
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2:]
 
 
 def fit_key(cfg: TrainConfig, data_digest: str, seed: int) -> str:
@@ -88,23 +149,90 @@ def fit_key(cfg: TrainConfig, data_digest: str, seed: int) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def prepare_checkpoints(ckpt_dir: Path, key: str) -> Path | None:
-    """Return ``last.ckpt`` to resume from, or clear stale checkpoints and return ``None``.
+def resume_point(ckpt_dir: Path, key: str) -> Path | None:
+    """``last.ckpt`` to resume from, or ``None`` for a fresh fit; reads only.
 
     Resumes only when ``fit_key.json`` matches ``key`` and the earlier fit did not complete.
     """
     key_file, last = ckpt_dir.with_name(KEY_FILE), ckpt_dir / LAST
     old = json.loads(key_file.read_text()) if key_file.is_file() else {}
     if old.get("key") == key and not old.get("complete") and last.is_file():
-        log.info("resuming from %s", last)
         return last
+    return None
+
+
+def prepare_checkpoints(ckpt_dir: Path, key: str, resume: Path | None) -> None:
+    """Keep the checkpoints for ``resume``, or clear them and record ``key`` as begun."""
+    if resume is not None:
+        log.info("resuming from %s", resume)
+        return
+    key_file = ckpt_dir.with_name(KEY_FILE)
     if ckpt_dir.exists():
+        old = json.loads(key_file.read_text()) if key_file.is_file() else {}
         reason = "the earlier fit completed" if old.get("key") == key else "config/data changed"
         log.info("starting a fresh fit (%s); clearing %s", reason, ckpt_dir)
         shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     write_json(key_file, {"key": key, "complete": False})
-    return None
+
+
+class PrepareCheckpoints(Callback):
+    """Rank 0 prepares the checkpoints folder once every process has connected.
+
+    Each process decided ``resume`` (:func:`resume_point`) before connecting, so none reads
+    the folder while rank 0 changes it; Lightning's barrier after ``setup`` holds the others
+    until rank 0 is done, before any checkpoint is loaded or written.
+
+    Raises:
+        ModelError: a rank decided differently from rank 0 (the folder is not shared).
+    """
+
+    def __init__(self, ckpt_dir: Path, key: str, resume: Path | None) -> None:
+        self.ckpt_dir, self.key, self.resume = ckpt_dir, key, resume
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        mine = str(self.resume) if self.resume else ""
+        rank0 = trainer.strategy.broadcast(mine, src=0)
+        if rank0 != mine:
+            raise ModelError(
+                f"rank {trainer.global_rank} would resume from {mine or 'nothing'} but rank 0 "
+                f"from {rank0 or 'nothing'}: every node must see the same {self.ckpt_dir}; "
+                "put run.data_root on a filesystem all nodes share"
+            )
+        if trainer.is_global_zero:
+            prepare_checkpoints(self.ckpt_dir, self.key, self.resume)
+
+
+def runs_train_command() -> bool:
+    """True when this process runs ``python -m pipeline train`` (or ``solarfarm train``)."""
+    import __main__
+
+    spec = getattr(__main__, "__spec__", None)
+    entry = spec.name if spec is not None else Path(sys.argv[0]).name
+    return entry in ("pipeline.__main__", "solarfarm") and sys.argv[1:2] == ["train"]
+
+
+def check_launch(trainer: L.Trainer) -> None:
+    """Refuse to let Lightning start DDP processes by re-running a command that is not train.
+
+    Lightning starts a machine's other processes by re-running this process's command; for
+    ``python -m pipeline all``, a notebook or a test session that would re-run everything.
+
+    Raises:
+        ConfigError: several processes, none started externally, and the command is not train.
+    """
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    if trainer.world_size == 1 or environment is None:
+        return
+    if environment.creates_processes_externally or runs_train_command():
+        return
+    raise ConfigError(
+        f"train.devices x train.num_nodes asks for {trainer.world_size} processes; Lightning "
+        "starts them by re-running this command, which only works for `python -m pipeline "
+        f"train` (this process runs {' '.join(sys.argv)!r}). Run `make train` / `python -m "
+        "pipeline train --config ...`, start the processes with torchrun or srun, or set "
+        "train.devices=1"
+    )
 
 
 def mark_complete(ckpt_dir: Path, key: str) -> None:
@@ -116,7 +244,7 @@ class EpochLog(Callback):
     """One log line per validation epoch (the progress bar is off in batch runs)."""
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or not trainer.is_global_zero:
             return
         m = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         log.info(
@@ -134,7 +262,11 @@ def build_trainer(
     logs_dir: Path,
     extra_callbacks: Sequence[Callback] = (),
 ) -> L.Trainer:
-    """A Lightning Trainer: accelerator/devices/precision from ``cfg``, checkpoints, logs.
+    """A Lightning Trainer: devices, precision, determinism from ``cfg``; checkpoints, logs.
+
+    Under DDP batch normalization is synchronized (torch's ``SyncBatchNorm`` on GPU,
+    :class:`~pipeline.model.module.GlobalBatchNorm` elsewhere) and the training sampler
+    shards the data itself (Lightning's distributed sampler is off).
 
     Args:
         cfg: The ``train`` section.
@@ -158,10 +290,17 @@ def build_trainer(
         CSVLogger(logs_dir, name="csv", version=0),
         TensorBoardLogger(logs_dir, name="tensorboard", version=0),
     ]
+    strategy = resolve_strategy(cfg)
+    gpu = uses_gpu(cfg)
     return L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
-        strategy=resolve_strategy(cfg),
+        num_nodes=cfg.num_nodes,
+        strategy=strategy,
+        sync_batchnorm=strategy == "ddp" and gpu,
+        plugins=[GlobalBatchNormSync()] if strategy == "ddp" and not gpu else None,
+        use_distributed_sampler=False,
+        deterministic=cfg.deterministic,
         precision=resolve_precision(cfg),  # type: ignore[arg-type]
         max_epochs=cfg.epochs,
         callbacks=[checkpoint, stopping, EpochLog(), *extra_callbacks],
@@ -170,7 +309,7 @@ def build_trainer(
         num_sanity_val_steps=0,
         enable_progress_bar=False,
         enable_model_summary=False,
-        benchmark=uses_gpu(cfg),
+        benchmark=gpu and not cfg.deterministic,
         default_root_dir=out_dir,
     )
 
@@ -190,6 +329,8 @@ class FitResult:
         device: ``cpu`` or the CUDA device name.
         precision: Lightning precision used.
         is_global_zero: False on DDP worker ranks (which must not export).
+        world_size: Processes that trained (devices x nodes).
+        threads: torch intra-op threads per process.
     """
 
     module: SegmentationModule
@@ -202,6 +343,8 @@ class FitResult:
     device: str
     precision: str
     is_global_zero: bool
+    world_size: int
+    threads: int
 
 
 def load_checkpoint_weights(module: SegmentationModule, ckpt: Path) -> None:
@@ -222,10 +365,14 @@ def fit_model(
     seed: int,
     extra_callbacks: Sequence[Callback] = (),
 ) -> FitResult:
-    """Seed, build the trainer, fit (resuming when possible), and reload the best weights.
+    """Fix threads and seeds, build the trainer, fit (resuming when possible), reload the best.
+
+    Every DDP rank calls this; only rank 0 reloads the best weights.
 
     Raises:
         ModelError: the train or val split is empty.
+        ConfigError: ``batch_size`` does not split over the processes, or Lightning would have
+            to re-run a command other than train to start them.
     """
     for split in ("train", "val"):
         if not datamodule.records[split]:
@@ -234,19 +381,25 @@ def fit_model(
                 f"{'trained' if split == 'train' else 'validated'}; change tiles.split_fractions "
                 "or tiles.block_size_m (smaller blocks), or plan more patches, then re-run"
             )
-    L.seed_everything(seed, workers=True)
-    resume = prepare_checkpoints(ckpt_dir, key)
+    resume = resume_point(ckpt_dir, key)
     resumed_step = 0
     if resume is not None:
         resumed_step = int(torch.load(resume, map_location="cpu", weights_only=True)["global_step"])
-    trainer = build_trainer(cfg, out_dir, ckpt_dir, logs_dir, extra_callbacks)
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-    seconds = time.perf_counter() - start
+    prepare = PrepareCheckpoints(ckpt_dir, key, resume)
+    with restored_torch_flags():
+        trainer = build_trainer(cfg, out_dir, ckpt_dir, logs_dir, [prepare, *extra_callbacks])
+        device_batch_size(cfg.batch_size, trainer.world_size)
+        check_launch(trainer)
+        threads = resolve_threads(cfg, trainer.num_devices)
+        fix_threads(threads)
+        L.seed_everything(seed, workers=True)
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        seconds = time.perf_counter() - start
     callback = trainer.checkpoint_callback
     assert isinstance(callback, ModelCheckpoint)  # build_trainer installs one
     best = Path(callback.best_model_path) if callback and callback.best_model_path else None
-    if best is not None and best.is_file():
+    if trainer.is_global_zero and best is not None and best.is_file():
         load_checkpoint_weights(module, best)
     score = callback.best_model_score if callback else None
     device = torch.cuda.get_device_name() if uses_gpu(cfg) else "cpu"
@@ -261,6 +414,8 @@ def fit_model(
         device=device,
         precision=str(trainer.precision),
         is_global_zero=trainer.is_global_zero,
+        world_size=trainer.world_size,
+        threads=threads,
     )
 
 

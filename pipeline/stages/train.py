@@ -1,8 +1,10 @@
 """train stage: tiles index + band statistics -> a Lightning U-Net -> ``train/model.pt``.
 
 Re-running after an interruption resumes from ``train/checkpoints/last.ckpt`` (same config,
-data and seed). Under DDP every rank runs this function; worker ranks exit after the fit and
-rank 0 exports the model and writes the manifest.
+data and seed). Under DDP every rank runs this function (Lightning re-runs the command for a
+machine's other processes, or torchrun/srun start them): rank 0 alone prepares the checkpoints
+(:func:`~pipeline.model.fit.fit_model`); worker ranks exit after the fit, before the runner
+writes a manifest, and rank 0 exports the model and writes the manifest.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
     stats = read_band_stats(paths.band_stats)
     data_digest = manifest_digest(paths.manifest("tiles"))
     datamodule = TilesDataModule(records, stats, tcfg, seed)
-    module = SegmentationModule.from_config(tcfg, in_channels=len(BANDS))
+    module = SegmentationModule.from_config(tcfg, in_channels=len(BANDS), seed=seed)
     weights_info = None
     if tcfg.encoder_weights is not None and tcfg.encoder_weights_bands is not None:
         weights_info = load_encoder_weights(
@@ -85,6 +87,7 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
             "threshold_rule": "val-optimal IoU" if tcfg.threshold == "auto" else "config",
             "precision": result.precision,
             "device": result.device,
+            "processes": result.world_size,
         },
     )
     save_model(paths.model, net.cpu(), meta)
@@ -106,6 +109,9 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         "fit_seconds": round(result.seconds, 2),
         "device": result.device,
         "precision": result.precision,
+        "processes": result.world_size,
+        "threads": result.threads,
+        "deterministic": tcfg.deterministic,
         "encoder": tcfg.encoder,
         "seed": seed,
         "best_checkpoint": paths.relative(result.best_path) if result.best_path else None,

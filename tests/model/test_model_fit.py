@@ -87,6 +87,15 @@ def test_fit_reload_equals_memory_and_resume_continues(tmp_path: Path) -> None:
         torch.testing.assert_close(loaded(x), expected)
     assert meta2 == meta
 
+    # the interrupted and resumed fit ends bit for bit where an uninterrupted one does: every
+    # epoch's draws come from (seed, epoch), not from a random state the checkpoint lacks
+    cfg_b, paths_b = make_run(tmp_path / "uninterrupted", n_per_split={"train": 8, "val": 4})
+    _fit(cfg_b, paths_b)
+    resumed = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
+    straight = torch.load(paths_b.checkpoints / "last.ckpt", weights_only=True)["state_dict"]
+    assert resumed.keys() == straight.keys()
+    assert all(torch.equal(resumed[k], straight[k]) for k in resumed)
+
 
 def test_empty_validation_split_is_refused(tmp_path: Path) -> None:
     cfg, paths = make_run(tmp_path, n_per_split={"train": 4, "test": 2})
