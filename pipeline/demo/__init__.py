@@ -1,9 +1,11 @@
 """The demo world: a real Sentinel-2 scene with planted solar farms and snow.
 
 ``build_world(cfg)`` writes ``data/worlds/<world.name>/``: a static STAC catalog in Earth
-Search's layout (``stac/catalog.json``), an OSM file of the farms (``world.osm.pbf``), the
-ground truth (``truth/``, read by tests and the shortcut experiment only) and
-``manifest.json``. ``load_truth(world)`` reads the truth back.
+Search's layout (``stac/catalog.json``: the clear January scene and, as the config asks, a
+cloudy one, a snow-free twin and earlier acquisitions showing the farms as they were built), an
+OSM file of the farms (``world.osm.pbf``, with the label errors the config asks for), the
+ground truth (``truth/``, read by tests, experiments and scorers only; see
+:mod:`pipeline.demo.truth`) and ``manifest.json``. ``load_truth(world)`` reads the truth back.
 """
 
 from __future__ import annotations

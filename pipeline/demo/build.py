@@ -1,7 +1,9 @@
 """Build a demo world: plan, render, and publish as STAC + OSM + truth, atomically.
 
-``build_world`` is the only function here that touches files; planning (:mod:`.layout`) and
-rendering (:mod:`.render`, :mod:`.scl`) are pure array/geometry functions.
+``build_world`` is the only function here that touches files; planning (:mod:`.layout`,
+:mod:`.label_errors`, :mod:`.history`), the acquisitions (:mod:`.calendar`), their pixels
+(:mod:`.items`, :mod:`.render`, :mod:`.scl`), the OSM mapping (:mod:`.mapping`) and the truth
+tables (:mod:`.tables`) are pure array/geometry functions.
 """
 
 from __future__ import annotations
@@ -10,25 +12,26 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
-import geopandas as gpd
 import numpy as np
 from pyproj import Transformer
 from shapely.geometry import Polygon
 
-from pipeline.bands import BANDS, NATIVE_GSD
 from pipeline.config import RunConfig, WorldConfig
-from pipeline.demo import layout, render, scl, spectra
-from pipeline.demo.osm import OsmFarm, draw_farms, write_osm
+from pipeline.demo import calendar, history, label_errors, layout, tables
+from pipeline.demo.history import HistoryPlan
+from pipeline.demo.items import ItemStreams, Planting, make_items, render_world
+from pipeline.demo.mapping import Mapped, map_world
+from pipeline.demo.osm import write_osm
+from pipeline.demo.render import CoverageCache
 from pipeline.demo.source import EPSG, Scene, load_scene
-from pipeline.demo.stac import ItemData, acquisition, write_catalog
-from pipeline.demo.truth import CRS, write_truth
+from pipeline.demo.stac import ItemData, write_catalog
+from pipeline.demo.truth import TruthTables, write_truth
 from pipeline.errors import ConfigError
 from pipeline.geo.raster import Grid, write_cog
 from pipeline.geo.splits import block_id, block_split
@@ -38,12 +41,9 @@ from pipeline.paths import WorldPaths
 
 log = logging.getLogger(__name__)
 
-#: Day of January 2016 of the clear (real) acquisition and of the earlier cloudy one (the
-#: same orbit one revisit of Sentinel-2A earlier).
-CLEAR_DAY: Final[int] = 12
-CLOUDY_DAY: Final[int] = 2
-#: Radiometric difference between the two acquisitions (relative std of a per-band gain).
-ITEM_GAIN_REL: Final[float] = 0.01
+#: One random stream per planting step. New steps are appended, never inserted: a child of
+#: ``SeedSequence.spawn`` depends only on its position, so the earlier streams (and the world
+#: they plant) stay the same when a step is added.
 STREAMS: Final[tuple[str, ...]] = (
     "farms",
     "distractors",
@@ -54,12 +54,28 @@ STREAMS: Final[tuple[str, ...]] = (
     "osm",
     "rooftop",
     "lookalikes",
+    "label_errors",
+    "history",
+    "ghosts",
+    "osm_edits",
+    "snowfree",
+    "history_render",
 )
 
 
 @dataclass(frozen=True)
+class Ground:
+    """Where things may be planted, bool on the 10 m grid: land (not water), dry land (away
+    from water) and open fields."""
+
+    land: np.ndarray
+    dry: np.ndarray
+    farmland: np.ndarray
+
+
+@dataclass(frozen=True)
 class WorldPlan:
-    """Everything planted, as geometry (EPSG:32618)."""
+    """Everything planted, as geometry (EPSG:32618), and what OSM and time change."""
 
     farms: list[layout.FarmPlan]
     splits: list[tuple[str, str]]
@@ -68,15 +84,15 @@ class WorldPlan:
     snow_budget: int
     snow_failed: int
     rooftop: Polygon | None
+    errors: label_errors.LabelErrors = field(default_factory=label_errors.LabelErrors)
+    history: HistoryPlan | None = None
+    ghosts: list[label_errors.GhostPlan] = field(default_factory=list)
+    ghosts_failed: int = 0
 
-
-@dataclass(frozen=True)
-class Rendered:
-    """Planted reflectance per band (native grids) and the snow share on both grids."""
-
-    bands: dict[str, np.ndarray]
-    snow10: np.ndarray
-    snow20: np.ndarray
+    @property
+    def story(self) -> HistoryPlan:
+        """The history (every farm standing from the first window when there is none)."""
+        return self.history or HistoryPlan((0,) * len(self.farms))
 
 
 def world_seed(cfg: RunConfig, wcfg: WorldConfig) -> int:
@@ -94,11 +110,16 @@ def rngs(seed: int) -> dict[str, np.random.Generator]:
     return {name: np.random.default_rng(s) for name, s in zip(STREAMS, children, strict=True)}
 
 
-def farm_split(farm: layout.FarmPlan, cfg: RunConfig) -> tuple[str, str]:
-    """``(block, split)`` of the block holding the farm's centroid, as the tiles stage splits."""
-    c = farm.geometry.centroid
+def split_of(geom: Polygon, cfg: RunConfig) -> tuple[str, str]:
+    """``(block, split)`` of the block holding ``geom``'s centroid, as the tiles stage splits."""
+    c = geom.centroid
     block = block_id(EPSG, c.x, c.y, cfg.tiles.block_size_m)
     return block, block_split(block, cfg.tiles.split_fractions, cfg.split_seed)
+
+
+def farm_split(farm: layout.FarmPlan, cfg: RunConfig) -> tuple[str, str]:
+    """``(block, split)`` of the block holding the farm's centroid, as the tiles stage splits."""
+    return split_of(farm.geometry, cfg)
 
 
 #: Splits whose farms get confounded snow: the data a model is fitted on AND selected on. With
@@ -197,14 +218,24 @@ def plan_lookalikes(
     )
 
 
-def plan_world(
-    cfg: RunConfig, wcfg: WorldConfig, scene: Scene, streams: dict[str, np.random.Generator]
-) -> WorldPlan:
-    """Decide where farms, distractors, snow and the rooftop array go."""
+def ground_of(scene: Scene) -> Ground:
+    """The scene's land, dry land and open fields (:mod:`pipeline.demo.layout`)."""
     b = scene.bands
     land = layout.land_mask(b["B03"], b["B08"])
     dry = layout.dry_mask(land, scene.grid10.res)
-    farmland = layout.farmland_mask(land, b["B02"], b["B04"])
+    return Ground(land, dry, layout.farmland_mask(land, b["B02"], b["B04"]))
+
+
+def plan_world(
+    cfg: RunConfig,
+    wcfg: WorldConfig,
+    scene: Scene,
+    streams: dict[str, np.random.Generator],
+    ground: Ground | None = None,
+) -> WorldPlan:
+    """Decide where farms, distractors, snow and the rooftop array go."""
+    where = ground or ground_of(scene)
+    land, dry, farmland = where.land, where.dry, where.farmland
     farms = layout.plan_farms(
         streams["farms"],
         farmland,
@@ -238,162 +269,96 @@ def plan_world(
     return WorldPlan(farms, splits, distractors, snow, len(orders), failed, rooftop)
 
 
-def render_world(
-    scene: Scene, plan: WorldPlan, rng: np.random.Generator, wcfg: WorldConfig
-) -> Rendered:
-    """Plant distractors, then farms, then snow into a copy of the scene's bands."""
-    bands = {k: v.copy() for k, v in scene.bands.items()}
-    grids = {10: scene.grid10, 20: scene.grid20}
-    signatures = {
-        **spectra.DISTRACTORS,
-        "pv_lookalike": spectra.lookalike(wcfg.lookalike_swir_shift),
+def planted_footprints(plan: WorldPlan) -> list[Polygon]:
+    """Every footprint planted in January: farms, distractors, snow and the rooftop."""
+    return [
+        *(f.geometry for f in plan.farms),
+        *(d.geometry for d in plan.distractors),
+        *(s.geometry for s in plan.snow),
+        *([plan.rooftop] if plan.rooftop is not None else []),
+    ]
+
+
+def plan_removed(
+    rng: np.random.Generator,
+    wcfg: WorldConfig,
+    scene: Scene,
+    ground: Ground,
+    avoid: Sequence[Polygon],
+) -> layout.FarmPlan | None:
+    """The removed farm: one more farm as the farm planner lays them out (a closed way),
+    :data:`~pipeline.demo.layout.FARM_SPACING_M` from everything in ``avoid``."""
+    placed = layout.plan_farms(
+        rng,
+        ground.farmland,
+        ground.dry,
+        scene.grid10,
+        1,
+        wcfg.farm_area_ha,
+        wcfg.pv_cover,
+        avoid,
+        noun="removed farm",
+        roles=["plant_way"],
+    )
+    return placed[0] if placed else None
+
+
+def plan_ghost_sites(
+    rng: np.random.Generator,
+    cfg: RunConfig,
+    wcfg: WorldConfig,
+    scene: Scene,
+    ground: Ground,
+    avoid: Sequence[Polygon],
+) -> tuple[list[label_errors.GhostPlan], int]:
+    """``world.ghost_labels`` ghost sites spread over the splits (and how many found no room)."""
+    if not wcfg.ghost_labels:
+        return [], 0
+    codes = label_errors.split_codes(
+        scene.grid10, cfg.tiles.block_size_m, cfg.tiles.split_fractions, cfg.split_seed
+    )
+    where = label_errors.GhostGround(ground.farmland, ground.dry, scene.grid10, codes)
+    return label_errors.plan_ghosts(rng, wcfg.ghost_labels, where, wcfg.farm_area_ha, avoid)
+
+
+def plan_changes(
+    cfg: RunConfig,
+    wcfg: WorldConfig,
+    scene: Scene,
+    ground: Ground,
+    plan: WorldPlan,
+    streams: dict[str, np.random.Generator],
+) -> WorldPlan:
+    """``plan`` with its label errors, its history (built windows, the extended and the removed
+    farm) and its ghost labels, each from its own stream, none moving what is planted."""
+    last_window = calendar.acquisitions(wcfg)[-1].window
+    errors = label_errors.plan_label_errors(
+        streams["label_errors"],
+        plan.farms,
+        plan.splits,
+        (wcfg.n_unmapped(len(plan.farms)), wcfg.shifted_labels),
+        wcfg.label_shift_m,
+    )
+    shifted = list((errors.shifts or {}).keys())
+    story = history.plan_history(
+        streams["history"], plan.farms, errors.unmapped, shifted, last_window
+    )
+    planted = planted_footprints(plan)
+    if last_window:
+        removed = plan_removed(streams["history"], wcfg, scene, ground, planted)
+        story = history.with_removed(story, removed, len(plan.farms))
+    if story.removed is not None:
+        planted.append(story.removed.geometry)
+    ghosts, failed = plan_ghost_sites(streams["ghosts"], cfg, wcfg, scene, ground, planted)
+    return replace(plan, errors=errors, history=story, ghosts=ghosts, ghosts_failed=failed)
+
+
+def plantings(plan: WorldPlan, last_window: int, cache: CoverageCache) -> dict[int, Planting]:
+    """What stands in each history window (the distractors and that window's farms)."""
+    return {
+        w: Planting(plan.distractors, plan.story.standing(plan.farms, w), cache=cache)
+        for w in range(last_window)
     }
-    for d in plan.distractors:
-        contrast = wcfg.signature_contrast if d.kind == "pv_lookalike" else 1.0
-        render.plant_distractor(bands, grids, d, rng, signatures, contrast)
-    for f in plan.farms:
-        render.plant_farm(bands, grids, f, rng, wcfg.signature_contrast)
-    snow10 = np.zeros(scene.grid10.shape, np.float32)
-    snow20 = np.zeros(scene.grid20.shape, np.float32)
-    for s in plan.snow:
-        covs = render.plant_snow(bands, grids, s, rng)
-        render.accumulate(snow10, [covs[10]] if 10 in covs else [])
-        render.accumulate(snow20, [covs[20]] if 20 in covs else [])
-    return Rendered(bands, snow10, snow20)
-
-
-def clear_scl(rendered: Rendered) -> np.ndarray:
-    """SCL of the clear acquisition at 20 m."""
-    b = {k: render.block_mean(rendered.bands[k]) for k in ("B02", "B03", "B04", "B08")}
-    return scl.classify(b["B02"], b["B03"], b["B04"], b["B08"], rendered.snow20)
-
-
-def _item(day: int, bands: dict[str, np.ndarray], scl_map: np.ndarray) -> ItemData:
-    pct = scl.class_percentages(scl_map)
-    return ItemData(
-        acquisition(day),
-        {k: render.to_dn(v) for k, v in bands.items()},
-        scl_map,
-        cloud_cover=pct[8] + pct[9] + pct[10],
-        percentages=pct,
-    )
-
-
-def make_items(rendered: Rendered, wcfg: WorldConfig, rng: np.random.Generator) -> list[ItemData]:
-    """The clear acquisition and, if configured, an earlier one with clouds and shadows."""
-    base_scl = clear_scl(rendered)
-    items = [_item(CLEAR_DAY, rendered.bands, base_scl)]
-    if wcfg.cloudy_item:
-        clouds = scl.cloud_field(rng, rendered.snow10.shape, wcfg.cloud_fraction)
-        gains = 1.0 + ITEM_GAIN_REL * rng.standard_normal(len(BANDS))
-        bands = {}
-        for i, band in enumerate(BANDS):
-            fine = NATIVE_GSD[band] == 10
-            alpha = clouds.alpha10 if fine else clouds.alpha20
-            shadow = clouds.shadow10 if fine else clouds.shadow20
-            bands[band] = scl.cloudy(rendered.bands[band] * np.float32(gains[i]), alpha, shadow, i)
-        items.insert(
-            0, _item(CLOUDY_DAY, bands, scl.add_clouds(base_scl, clouds.alpha20, clouds.shadow20))
-        )
-    return items
-
-
-def farms_frame(plan: WorldPlan, osm: list[OsmFarm]) -> gpd.GeoDataFrame:
-    """Truth table of the planted farms (EPSG:32618)."""
-    dists = layout.snow_distances(plan.farms, plan.snow)
-    planted_beside = {s.near_farm for s in plan.snow if s.near_farm is not None}
-    rows = []
-    for farm, o, (block, split), dist in zip(plan.farms, osm, plan.splits, dists, strict=True):
-        rows.append(
-            {
-                "farm_id": o.farm_id,
-                "osm_ids": json.dumps(list(o.way_ids)),
-                "role": farm.role,
-                "shape": farm.shape,
-                "area_m2": float(farm.geometry.area),
-                "split": split,
-                "block": block,
-                "pv_cover": farm.pv_cover,
-                "row_azimuth_deg": farm.row_azimuth_deg,
-                "row_pitch_m": farm.row_pitch_m,
-                "gain": farm.gain,
-                "snow_planted": farm.index in planted_beside,
-                "snow_beside": dist <= layout.SNOW_NEAR_M,
-                "distance_to_snow_m": dist if math.isfinite(dist) else math.nan,
-                "geometry": farm.geometry,
-            }
-        )
-    columns = [
-        "farm_id",
-        "osm_ids",
-        "role",
-        "shape",
-        "area_m2",
-        "split",
-        "block",
-        "pv_cover",
-        "row_azimuth_deg",
-        "row_pitch_m",
-        "gain",
-        "snow_planted",
-        "snow_beside",
-        "distance_to_snow_m",
-        "geometry",
-    ]
-    return gpd.GeoDataFrame(rows, columns=columns, geometry="geometry", crs=CRS)
-
-
-def snow_frame(plan: WorldPlan, osm: list[OsmFarm]) -> gpd.GeoDataFrame:
-    """Truth table of the snow blobs (EPSG:32618)."""
-    ids = {o.farm_index: o.farm_id for o in osm}
-    rows = [
-        {
-            "snow_id": f"s{s.index:03d}",
-            "near_farm": ids[s.near_farm] if s.near_farm is not None else "",
-            "area_m2": float(s.geometry.area),
-            "depth": s.depth,
-            "geometry": s.geometry,
-        }
-        for s in plan.snow
-    ]
-    return gpd.GeoDataFrame(
-        rows,
-        columns=["snow_id", "near_farm", "area_m2", "depth", "geometry"],
-        geometry="geometry",
-        crs=CRS,
-    )
-
-
-def distractors_frame(plan: WorldPlan) -> gpd.GeoDataFrame:
-    """Truth table of the distractors (EPSG:32618)."""
-    rows = [
-        {
-            "distractor_id": f"d{d.index:03d}",
-            "kind": d.kind,
-            "cover": d.cover,
-            "row_azimuth_deg": d.rows[0] if d.rows else float("nan"),
-            "row_pitch_m": d.rows[1] if d.rows else float("nan"),
-            "gain": d.gain,
-            "area_m2": float(d.geometry.area),
-            "geometry": d.geometry,
-        }
-        for d in plan.distractors
-    ]
-    return gpd.GeoDataFrame(
-        rows,
-        columns=[
-            "distractor_id",
-            "kind",
-            "cover",
-            "row_azimuth_deg",
-            "row_pitch_m",
-            "gain",
-            "area_m2",
-            "geometry",
-        ],
-        geometry="geometry",
-        crs=CRS,
-    )
 
 
 def lonlat_bounds(grid: Grid) -> tuple[float, float, float, float]:
@@ -406,15 +371,15 @@ def summary_of(
     cfg: RunConfig,
     wcfg: WorldConfig,
     plan: WorldPlan,
-    osm: list[OsmFarm],
-    roof: int | None,
-    items: list[ItemData],
+    mapped: Mapped,
+    items: Sequence[ItemData],
     scene: Scene,
 ) -> dict[str, Any]:
-    """``truth.json`` / manifest summary: counts, special OSM objects, items."""
-    by_role = {o.farm_index: o for o in osm}
+    """``truth.json`` / manifest summary: counts, special OSM objects, label errors, history,
+    items."""
+    ids = mapped.ids
     role_ids = {
-        role: [by_role[f.index].farm_id for f in plan.farms if f.role == role]
+        role: [ids[f.index] for f in plan.farms if f.role == role]
         for role in ("plant_relation", "generators_only", "plant_with_generators")
     }
     train = sum(split == "train" for _, split in plan.splits)
@@ -446,12 +411,63 @@ def summary_of(
         "relation_farms": role_ids["plant_relation"],
         "generator_only_farms": role_ids["generators_only"],
         "farms_with_generators": role_ids["plant_with_generators"],
-        "n_generator_ways": sum(len(o.generator_ids) for o in osm) + (roof is not None),
-        "rooftop_generator": f"w{roof}" if roof is not None else None,
+        "n_generator_ways": sum(len(o.generator_ids) for o in mapped.farms)
+        + (mapped.roof is not None),
+        "rooftop_generator": f"w{mapped.roof}" if mapped.roof is not None else None,
+        **label_error_summary(plan, mapped),
+        **history_summary(plan, mapped, items),
         "items": [
-            {"id": it.item_id, "datetime": it.when.isoformat(), "cloud_cover": it.cloud_cover}
+            {
+                "id": it.item_id,
+                "datetime": it.when.isoformat(),
+                "cloud_cover": it.cloud_cover,
+                "role": it.acquisition.role,
+                "snow": it.acquisition.snow,
+                "window": it.acquisition.window,
+            }
             for it in items
         ],
+    }
+
+
+def label_error_summary(plan: WorldPlan, mapped: Mapped) -> dict[str, Any]:
+    """Counts and ids of the label errors, and how many farms the OSM file holds (what the
+    labels stage should report: mapped farms, ghost labels and a removed farm)."""
+    ghosts = [f"w{s.way_id}" for s in mapped.sites if s.kind != "removed"]
+    shifted = sorted((plan.errors.shifts or {}).keys())
+    return {
+        "n_unmapped": len(plan.errors.unmapped),
+        "n_shifted": len(shifted),
+        "n_ghost_labels": len(ghosts),
+        "ghost_labels_not_placed": plan.ghosts_failed,
+        "unmapped_farms": [mapped.ids[i] for i in plan.errors.unmapped],
+        "shifted_farms": [mapped.ids[i] for i in shifted],
+        "ghost_labels": ghosts,
+        "n_osm_farms": len(plan.farms) - len(plan.errors.unmapped) + len(mapped.sites),
+    }
+
+
+def history_summary(plan: WorldPlan, mapped: Mapped, items: Sequence[ItemData]) -> dict[str, Any]:
+    """The history's windows, the extended and the removed farm, and the item roles."""
+    acquisitions = [it.acquisition for it in items]
+    story = plan.story
+    removed = next((f"w{s.way_id}" for s in mapped.sites if s.kind == "removed"), None)
+    last = acquisitions[-1].window
+    days = [
+        [a.when.date().isoformat() for a in acquisitions if a.window == w] for w in range(last + 1)
+    ]
+    extended = story.extended
+    by_role = {it.acquisition.role: it.item_id for it in items}
+    return {
+        "windows": days,
+        "n_farms_built_per_window": [sum(b == w for b in story.built) for w in range(last + 1)],
+        "extended_farm": mapped.ids[extended] if extended is not None else None,
+        "extended_on": days[history.EXTENDED_IN][0] if extended is not None else None,
+        "removed_farm": removed,
+        "removed_farm_in_osm": removed is not None,
+        "removed_after": days[last - 1][-1] if removed is not None else None,
+        "snow_item": by_role.get("clear"),
+        "snowfree_item": by_role.get("snowfree"),
     }
 
 
@@ -476,8 +492,9 @@ def _is_current(world: WorldPaths, digest: str) -> bool:
 #: Bumped whenever a change to the planting code changes the world a config builds, so that a
 #: world built by older code is rebuilt rather than reused. 2: confounded snow shuns test farms;
 #: look-alikes may be laid in rows. 3: look-alikes may be planned as farms (their gain and
-#: contrast are applied).
-PLANTING_VERSION: Final[int] = 3
+#: contrast are applied). 4: label errors, the snow-free twin, the history; every item's orbit and
+#: sun from its own date.
+PLANTING_VERSION: Final[int] = 4
 
 
 def world_digest(cfg: RunConfig, wcfg: WorldConfig) -> str:
@@ -525,23 +542,56 @@ def build_world(cfg: RunConfig, *, force: bool = False) -> Path:
     start = time.perf_counter()
     scene = load_scene(wcfg.source_dir, wcfg.crop)
     streams = rngs(world_seed(cfg, wcfg))
-    plan = plan_world(cfg, wcfg, scene, streams)
-    rendered = render_world(scene, plan, streams["render"], wcfg)
-    items = make_items(rendered, wcfg, streams["clouds"])
-    draft, osm, roof = draw_farms(plan.farms, plan.rooftop, streams["osm"], EPSG)
-    summary = summary_of(cfg, wcfg, plan, osm, roof, items, scene)
+    ground = ground_of(scene)
+    plan = plan_world(cfg, wcfg, scene, streams, ground)
+    plan = plan_changes(cfg, wcfg, scene, ground, plan, streams)
+    acquisitions = calendar.acquisitions(wcfg)
+    planting = Planting(plan.distractors, plan.farms, plan.snow)
+    rendered = render_world(scene, planting, streams["render"], wcfg, wcfg.snowfree_item)
+    item_streams = ItemStreams(streams["clouds"], streams["snowfree"], streams["history_render"])
+    items = make_items(
+        acquisitions,
+        scene,
+        rendered,
+        plantings(plan, acquisitions[-1].window, planting.cache),
+        wcfg,
+        item_streams,
+    )
+    story = plan.story
+    mapped = map_world(
+        plan.farms,
+        plan.rooftop,
+        (plan.errors, story, plan.ghosts),
+        acquisitions,
+        (streams["osm"], streams["osm_edits"]),
+        EPSG,
+    )
+    summary = summary_of(cfg, wcfg, plan, mapped, items, scene)
+    planted = tables.Planted(
+        plan.farms,
+        plan.splits,
+        plan.snow,
+        plan.distractors,
+        plan.errors,
+        story,
+        acquisitions,
+        [it.item_id for it in items],
+    )
+    truth = TruthTables(
+        farms=tables.farms_frame(planted, mapped),
+        snow=tables.snow_frame(planted, mapped.ids),
+        distractors=tables.distractors_frame(planted),
+        ghosts=tables.ghosts_frame(mapped, lambda g: split_of(g, cfg)),
+        footprints=tables.footprints_frame(planted, mapped),
+        history=tables.history_frame(planted, mapped),
+        summary=summary,
+    )
     grids = {10: scene.grid10, 20: scene.grid20}
     with atomic_dir(out) as tmp:
         staged = WorldPaths(cfg.run.data_root, tmp.name)  # atomic_dir stages beside the world
         write_catalog(staged.catalog.parent, items, grids)
-        write_osm(staged.osm, draft, lonlat_bounds(scene.grid10))
-        write_truth(
-            staged.truth,
-            farms_frame(plan, osm),
-            snow_frame(plan, osm),
-            distractors_frame(plan),
-            summary,
-        )
+        write_osm(staged.osm, mapped.draft, lonlat_bounds(scene.grid10))
+        write_truth(staged.truth, truth)
         mask = (rendered.snow10 >= 0.5).astype(np.uint8)[None]
         write_cog(
             staged.truth / "snow.tif",
@@ -575,6 +625,15 @@ def build_world(cfg: RunConfig, *, force: bool = False) -> Path:
             summary["n_lookalikes"],
             summary["n_lookalikes_requested"],
         )
+    if summary["ghost_labels_not_placed"]:
+        log.warning(
+            "demo world %s: %d ghost labels found no room on open fields away from what is "
+            "planted (see manifest summary)",
+            out,
+            summary["ghost_labels_not_placed"],
+        )
+    if wcfg.history and summary["removed_farm"] is None:
+        log.warning("demo world %s: the removed farm found no room; the history has none", out)
     if summary["farms_not_placed"] or summary["snow_not_placed"]:
         log.warning(
             "demo world %s: %d farms and %d snow blobs could not be placed (see manifest summary)",

@@ -236,13 +236,15 @@ def plan_farms(
     noun: str = "farm",
     avoid_gap_m: tuple[float, float | None] = (FARM_SPACING_M, None),
     shrink: bool = True,
+    roles: Sequence[FarmRole] | None = None,
 ) -> list[FarmPlan]:
     """Place up to ``n`` farms on ``farmland`` and ``dry`` land (bool, on ``grid``), apart
     from each other by :data:`FARM_SPACING_M` and from ``avoid`` by ``avoid_gap_m`` (at least
     its first, and at most its second metres from the nearest of ``avoid``, where that is not
     ``None``). ``noun`` names them in the log: the planner also lays out look-alikes.
     A farm that finds no spot is tried smaller every 100 attempts, unless ``shrink`` is false
-    (look-alikes, whose sizes must not drift below the farms').
+    (look-alikes, whose sizes must not drift below the farms'). ``roles`` overrides the
+    OSM roles :func:`farm_roles` gives ``n`` farms (and so their number and shapes).
 
     Farms that cannot be placed after :data:`MAX_ATTEMPTS` draws (a small crop, little land)
     are left out (logged at debug level); the caller reports the count.
@@ -255,7 +257,7 @@ def plan_farms(
         room[~near] = 0.0
     inner = _inner_box(grid, EDGE_MARGIN_M)
     farms: list[FarmPlan] = []
-    for role in farm_roles(n):
+    for role in farm_roles(n) if roles is None else roles:
         shape = _shape_for(role, rng)
         area = log_uniform(rng, *area_ha) * 1e4
         if shape == "with_hole":

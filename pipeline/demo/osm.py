@@ -3,8 +3,11 @@
 Farms are closed ways tagged ``power=plant`` + ``plant:source=solar``; one is a
 ``type=multipolygon`` relation with an outer and an inner (hole) way; a few carry
 ``power=generator`` sub-array ways inside the plant; one is drawn only as generators; one tiny
-rooftop generator is below any sensible minimum area. Ids are positive and sequential, every
-object has version 1 and a fixed timestamp, so the file is byte-for-byte reproducible.
+rooftop generator is below any sensible minimum area. Ids are positive and sequential; an
+object has version 1 and a fixed timestamp unless the world gives it its own edit (a world with
+a history, label errors: :mod:`pipeline.demo.label_errors`), and the file is byte-for-byte
+reproducible. Extra sites (ghost labels, a removed farm) are drawn after the rooftop, and
+unmapped farms are dropped after drawing, so every other farm keeps its id.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class OsmDraft:
     relations: list[tuple[int, list[tuple[str, int, str]], dict[str, str]]] = field(
         default_factory=list
     )
+    #: ``("n"|"w"|"r", id)`` -> ``(version, timestamp)`` where an object has its own edit.
+    edits: dict[tuple[str, int], tuple[int, datetime]] = field(default_factory=dict)
 
     def add_ring(self, coords: np.ndarray, tags: dict[str, str]) -> int:
         """Add a closed way through ``coords`` ((n, 2) lon/lat, first != last); its id."""
@@ -68,6 +73,27 @@ class OsmDraft:
         rel_id = FIRST_RELATION_ID + len(self.relations)
         self.relations.append((rel_id, members, dict(tags)))
         return rel_id
+
+    def set_edit(self, kind: str, osm_id: int, version: int, when: datetime) -> None:
+        """Give object ``kind`` (``w``/``r``) ``osm_id`` its own version and timestamp; a way's
+        nodes take the timestamp at version 1 (they were drawn with it)."""
+        self.edits[(kind, osm_id)] = (version, when)
+        if kind == "w":
+            refs = next(r for i, r, _ in self.ways if i == osm_id)
+            for node in refs:
+                self.edits[("n", node)] = (1, when)
+
+    def drop_ways(self, way_ids: set[int]) -> None:
+        """Remove ways ``way_ids`` and the nodes only they use."""
+        dropped = {n for i, refs, _ in self.ways if i in way_ids for n in refs}
+        self.ways = [w for w in self.ways if w[0] not in way_ids]
+        kept = {n for _, refs, _ in self.ways for n in refs}
+        self.nodes = [n for n in self.nodes if n[0] not in dropped or n[0] in kept]
+
+    def edit_of(self, kind: str, osm_id: int) -> tuple[int, datetime]:
+        """``(version, timestamp)`` of an object: its own edit or version 1 at
+        :data:`TIMESTAMP`."""
+        return self.edits.get((kind, osm_id), (1, TIMESTAMP))
 
 
 @dataclass(frozen=True)
@@ -137,6 +163,14 @@ def draw_farms(
     return draft, out, roof
 
 
+def draw_sites(
+    draft: OsmDraft, sites: Sequence[tuple[Polygon, dict[str, str]]], epsg: int
+) -> list[int]:
+    """Add each ``(outline (EPSG:``epsg``), tags)`` site as a closed way; their ids."""
+    to_ll = Transformer.from_crs(f"EPSG:{epsg}", "EPSG:4326", always_xy=True)
+    return [draft.add_ring(_ring_lonlat(g.exterior.coords, to_ll), tags) for g, tags in sites]
+
+
 def write_osm(path: Path, draft: OsmDraft, bbox_lonlat: tuple[float, float, float, float]) -> Path:
     """Write ``draft`` as OSM PBF (atomically), header bbox ``(west, south, east, north)``."""
     header = osmium.io.Header()
@@ -145,26 +179,24 @@ def write_osm(path: Path, draft: OsmDraft, bbox_lonlat: tuple[float, float, floa
     header.add_box(
         osmium.osm.Box(osmium.osm.Location(west, south), osmium.osm.Location(east, north))
     )
-    common: dict[str, Any] = {
-        "version": 1,
-        "timestamp": TIMESTAMP,
-        "changeset": 1,
-        "uid": 1,
-        "user": "demo-world",
-        "visible": True,
-    }
+    common: dict[str, Any] = {"changeset": 1, "uid": 1, "user": "demo-world", "visible": True}
+
+    def meta(kind: str, osm_id: int) -> dict[str, Any]:
+        version, when = draft.edit_of(kind, osm_id)
+        return {"id": osm_id, "version": version, "timestamp": when, **common}
+
     with atomic_path(path) as tmp:
         writer = osmium.SimpleWriter(osmium.io.File(str(tmp), "pbf"), header=header)
         try:
             for node_id, lon, lat in draft.nodes:
                 writer.add_node(
-                    osmium.osm.mutable.Node(id=node_id, location=(lon, lat), tags={}, **common)
+                    osmium.osm.mutable.Node(location=(lon, lat), tags={}, **meta("n", node_id))
                 )
             for way_id, refs, tags in draft.ways:
-                writer.add_way(osmium.osm.mutable.Way(id=way_id, nodes=refs, tags=tags, **common))
+                writer.add_way(osmium.osm.mutable.Way(nodes=refs, tags=tags, **meta("w", way_id)))
             for rel_id, members, tags in draft.relations:
                 writer.add_relation(
-                    osmium.osm.mutable.Relation(id=rel_id, members=members, tags=tags, **common)
+                    osmium.osm.mutable.Relation(members=members, tags=tags, **meta("r", rel_id))
                 )
         finally:
             writer.close()

@@ -29,6 +29,9 @@ SUPERSAMPLE_M: Final[float] = 1.0
 
 Pattern = Callable[[np.ndarray, np.ndarray], np.ndarray]
 Window = tuple[slice, slice]
+#: Coverages already computed, by ``(footprint WKB, pixel size)``: an object planted again in
+#: another acquisition (the same footprint, the same panel rows) is not rasterized again.
+CoverageCache = dict[tuple[bytes, float], "Coverage | None"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,18 @@ def coverage(
     return Coverage((slice(r0, r1), slice(c0, c1)), frac.astype(np.float32))
 
 
+def cached_coverage(
+    geom: Polygon, grid: Grid, pattern: Pattern | None, cache: CoverageCache | None
+) -> Coverage | None:
+    """:func:`coverage`, looked up in (and stored into) ``cache`` when one is given."""
+    if cache is None:
+        return coverage(geom, grid, pattern)
+    key = (geom.wkb, grid.res)
+    if key not in cache:
+        cache[key] = coverage(geom, grid, pattern)
+    return cache[key]
+
+
 def blend(
     ground: np.ndarray, fraction: np.ndarray, material: np.ndarray, contrast: float = 1.0
 ) -> np.ndarray:
@@ -111,6 +126,7 @@ def plant(
     cover: float = 1.0,
     gain: float = 1.0,
     contrast: float = 1.0,
+    cache: CoverageCache | None = None,
 ) -> dict[int, Coverage]:
     """Mix ``signature`` into every band of ``bands`` over ``geom`` (in place).
 
@@ -121,13 +137,14 @@ def plant(
         signature: Reflectance per band of :data:`BANDS`.
         pattern: Sub-pixel pattern (panel rows); ``None`` fills the footprint.
         cover: Share of the footprint the material covers (beyond ``pattern``).
+        cache: Coverages to reuse and fill (one footprint always has the same ``pattern``).
 
     Returns:
         The coverage on each grid (fraction already times ``cover``).
     """
     covs: dict[int, Coverage] = {}
     for res, grid in grids.items():
-        cov = coverage(geom, grid, pattern)
+        cov = cached_coverage(geom, grid, pattern, cache)
         if cov is not None:
             covs[res] = Coverage(cov.window, cov.fraction * np.float32(cover))
     for i, band in enumerate(BANDS):
@@ -146,12 +163,21 @@ def plant_farm(
     farm: FarmPlan,
     rng: np.random.Generator,
     contrast: float,
+    cache: CoverageCache | None = None,
 ) -> dict[int, Coverage]:
     """Rows of PV panels over ``farm`` (in place); returns the panel coverage per grid."""
     c = farm.geometry.centroid
     rows = panel_rows(c.x, c.y, farm.row_azimuth_deg, farm.row_pitch_m, farm.pv_cover)
     return plant(
-        bands, grids, farm.geometry, PV, rng, pattern=rows, gain=farm.gain, contrast=contrast
+        bands,
+        grids,
+        farm.geometry,
+        PV,
+        rng,
+        pattern=rows,
+        gain=farm.gain,
+        contrast=contrast,
+        cache=cache,
     )
 
 
@@ -162,6 +188,7 @@ def plant_distractor(
     rng: np.random.Generator,
     signatures: Mapping[str, Signature] = DISTRACTORS,
     contrast: float = 1.0,
+    cache: CoverageCache | None = None,
 ) -> dict[int, Coverage]:
     """A dark roof, asphalt lot, wet-soil patch or PV look-alike over ``item`` (in place),
     with the signature ``signatures`` gives its kind and the plan's gain, in rows where the
@@ -182,6 +209,7 @@ def plant_distractor(
         cover=cover,
         gain=item.gain,
         contrast=contrast,
+        cache=cache,
     )
 
 

@@ -65,8 +65,23 @@ def _shift(mask: np.ndarray, drow: int, dcol: int) -> np.ndarray:
     return out
 
 
-def cloud_field(rng: np.random.Generator, shape: tuple[int, int], fraction: float) -> Clouds:
-    """Clouds over about ``fraction`` of a 10 m grid of ``shape`` (even), with shadows.
+def shadow_geometry(sun_azimuth_deg: float, sun_elevation_deg: float) -> tuple[float, float]:
+    """``(offset_m, azimuth_deg)`` of cloud shadows for a sun at this azimuth and elevation:
+    the clouds of :data:`SHADOW_OFFSET_M` in January (sun at 28.9 degrees) at the same height,
+    shadows thrown away from the sun."""
+    height = SHADOW_OFFSET_M * math.tan(math.radians(28.9))
+    offset = height / math.tan(math.radians(max(5.0, sun_elevation_deg)))
+    return offset, (sun_azimuth_deg + 180.0) % 360.0
+
+
+def cloud_field(
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    fraction: float,
+    shadow: tuple[float, float] = (SHADOW_OFFSET_M, SHADOW_AZIMUTH_DEG),
+) -> Clouds:
+    """Clouds over about ``fraction`` of a 10 m grid of ``shape`` (even), with shadows
+    ``shadow = (offset_m, azimuth_deg)`` away (:func:`shadow_geometry`).
 
     Smooth noise plus a random large-scale gradient (so clouds gather on one side of the
     scene) is thresholded at its ``1 - fraction`` quantile; opacity ramps up inside.
@@ -82,9 +97,9 @@ def cloud_field(rng: np.random.Generator, shape: tuple[int, int], fraction: floa
     thr = np.quantile(field, 1.0 - fraction) if fraction > 0 else np.inf
     alpha = np.clip((field - thr) / 1.2 + CLOUD_ALPHA[0] * (field > thr), 0.0, 1.0)
     alpha10 = alpha.astype(np.float32)
-    step = SHADOW_OFFSET_M / 10.0
-    drow = -round(step * math.cos(math.radians(SHADOW_AZIMUTH_DEG)))
-    dcol = round(step * math.sin(math.radians(SHADOW_AZIMUTH_DEG)))
+    step = shadow[0] / 10.0
+    drow = -round(step * math.cos(math.radians(shadow[1])))
+    dcol = round(step * math.sin(math.radians(shadow[1])))
     shadow10 = _shift(alpha10 >= CLOUD_ALPHA[1], drow, dcol) & (alpha10 < CLOUD_ALPHA[0])
     alpha20 = alpha10.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
     shadow20 = shadow10.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)) >= 0.5

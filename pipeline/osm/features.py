@@ -48,6 +48,8 @@ class OsmFeature:
         geometry: Polygon or MultiPolygon in EPSG:4326 (may be invalid; repaired later), or
             ``None`` when it could not be built.
         problem: Why ``geometry`` is missing or suspect (``None`` when fine).
+        version: The object's OSM version, when the source has it (extracts with metadata).
+        timestamp: Its last edit, ISO 8601 UTC (``2015-10-30T12:00:00Z``), when the source has it.
     """
 
     osm_type: OsmType
@@ -55,6 +57,8 @@ class OsmFeature:
     tags: Mapping[str, str] = field(default_factory=dict)
     geometry: BaseGeometry | None = None
     problem: str | None = None
+    version: int | None = None
+    timestamp: str | None = None
 
     @property
     def farm_id(self) -> str:

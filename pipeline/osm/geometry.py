@@ -30,7 +30,11 @@ FARM_COLUMNS = (
     "source",
     "n_generators_merged",
     "repaired",
+    "osm_version",
+    "osm_timestamp",
 )
+#: ``osm_version``/``osm_timestamp`` (the lead object's version and last edit, ISO 8601 UTC) are
+#: null where the source has no metadata (Overpass ``out geom``, hand-made files).
 REJECT_COLUMNS = ("osm_id", "osm_type", "reason")
 
 
@@ -270,6 +274,8 @@ def build_farms(
                 "source": rules.source,
                 "n_generators_merged": sum(m.kind == "generator" for m in farm.members),
                 "repaired": farm.repaired,
+                "osm_version": lead.version,
+                "osm_timestamp": lead.timestamp,
                 "geometry": as_multipolygon(farm.geometry),
             }
         )
@@ -293,6 +299,8 @@ def farm_frame(rows: Sequence[dict[str, Any]]) -> gpd.GeoDataFrame:
             "source": str,
             "n_generators_merged": "int64",
             "repaired": bool,
+            "osm_version": "Int64",
+            "osm_timestamp": object,
         }
     )
     gdf = gpd.GeoDataFrame(df, geometry="geometry", crs="EPSG:4326")

@@ -12,39 +12,25 @@ import pystac
 import pytest
 import rasterio
 from shapely.geometry import Polygon
+from worldbuild import (
+    ASSET_KEYS,
+    CLEAR,
+    CLOUDY,
+    assert_rows_of,
+    read_band,
+    small_config,
+)
 
-from pipeline.bands import BANDS, EARTH_SEARCH_ASSET
-from pipeline.config import RunConfig, load_config
+from pipeline.bands import BANDS
+from pipeline.config import RunConfig
 from pipeline.demo import build_world, load_truth
 from pipeline.demo.layout import FARM_SPACING_M
-from pipeline.demo.render import block_mean, coverage, panel_rows
+from pipeline.demo.render import block_mean, coverage
 from pipeline.demo.source import default_source_dir, load_scene
 from pipeline.demo.spectra import PV, lookalike, ndsi, signature_of
 from pipeline.errors import ConfigError, MissingArtifactError, PipelineError, RasterError
 from pipeline.io import sha256_file
 from pipeline.paths import WorldPaths
-
-CROP = "[200,200,400,400]"
-CROP_TUPLE = (200, 200, 400, 400)
-CLEAR = "S2A_18SVG_20160112_0_L2A"
-CLOUDY = "S2A_18SVG_20160102_0_L2A"
-ASSET_KEYS = {*(EARTH_SEARCH_ASSET[b] for b in BANDS), "scl"}
-
-
-def small_config(root: Path, *extra: str) -> RunConfig:
-    """configs/demo.yaml on a 4 x 4 km crop with four farms, all in training blocks."""
-    return load_config(
-        "configs/demo.yaml",
-        [
-            f"run.data_root={root}",
-            f"world.crop={CROP}",
-            "world.n_farms=4",
-            "world.farm_area_ha=[2,10]",
-            "tiles.split_fractions=[1,0,0]",
-            "world.snow_beside_fraction=1.0",
-            *extra,
-        ],
-    )
 
 
 @pytest.fixture(scope="module")
@@ -53,57 +39,25 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, Path]:
     return cfg, build_world(cfg)
 
 
-def _item_dir(world: Path, item: str) -> Path:
-    return world / "stac" / "sentinel-2-l2a" / item
-
-
-def _read(world: Path, item: str, name: str) -> np.ndarray:
-    with rasterio.open(_item_dir(world, item) / f"{name}.tif") as src:
-        return src.read(1)
-
-
 def test_two_builds_are_identical(world, tmp_path: Path) -> None:
     _, first = world
     second = build_world(small_config(tmp_path))
     assert sha256_file(first / "world.osm.pbf") == sha256_file(second / "world.osm.pbf")
     for item in (CLEAR, CLOUDY):
         for name in (*BANDS, "SCL"):
-            np.testing.assert_array_equal(_read(first, item, name), _read(second, item, name))
+            np.testing.assert_array_equal(
+                read_band(first, item, name), read_band(second, item, name)
+            )
     a, b = load_truth(first), load_truth(second)
     assert a.farms.geometry.to_wkb().tolist() == b.farms.geometry.to_wkb().tolist()
     assert a.snow.geometry.to_wkb().tolist() == b.snow.geometry.to_wkb().tolist()
     assert a.summary == b.summary
 
 
-def _assert_rows_of(path: Path, item, signature, cover: float, gain: float) -> None:
-    """The truth row ``item``'s pixels are ``signature`` (times ``gain``) laid in its panel
-    rows of share ``cover`` over the real ground, as the planting documents."""
-    scene = load_scene(None, CROP_TUPLE)
-    geom = item.geometry
-    c = geom.centroid
-    rows = panel_rows(c.x, c.y, item.row_azimuth_deg, item.row_pitch_m, cover)
-    inside = coverage(geom, scene.grid10)
-    panels = coverage(geom, scene.grid10, rows)
-    assert inside is not None and panels is not None
-    full = inside.fraction == 1.0
-    for i, band in enumerate(("B02", "B03", "B04", "B08")):
-        ground = scene.bands[band][inside.window][full]
-        actual = _read(path, CLEAR, band)[inside.window][full] / 1e4
-        f = panels.fraction[full]
-        expected = ground + f * (signature[BANDS.index(band)] * gain - ground)
-        assert np.median(np.abs(actual - expected)) < 0.002, band
-        assert np.quantile(np.abs(actual - expected), 0.95) < 0.008, band
-        if i == 3:  # NIR: panels are far darker than the winter fields they replace
-            assert np.mean(ground - actual) > 0.02
-    assert 0.4 < float(np.mean(panels.fraction[full])) / cover < 1.3
-    # rows, not an even film: the panel share varies from pixel to pixel
-    assert float(np.std(panels.fraction[full])) > 0.005  # an even film gives 0
-
-
 def test_farm_pixels_are_the_pv_mix_of_the_truth(world) -> None:
     _, path = world
     farm = load_truth(path).farms.iloc[0]
-    _assert_rows_of(path, farm, PV, farm.pv_cover, farm.gain)
+    assert_rows_of(path, farm, PV, farm.pv_cover, farm.gain)
 
 
 #: Look-alikes as farm twins near farms (the probes in the README's shortcut experiment).
@@ -123,7 +77,7 @@ def test_lookalikes_planned_as_farms_are_farm_twins(tmp_path: Path) -> None:
         others = looks.geometry.drop(looks.index[i])
         assert others.distance(geom).min() >= FARM_SPACING_M - 1e-6
     item = looks.iloc[0]
-    _assert_rows_of(path, item, lookalike(0.0), item.cover, item.gain)
+    assert_rows_of(path, item, lookalike(0.0), item.cover, item.gain)
 
 
 @pytest.mark.parametrize("layout", ["rows", "even"])
@@ -144,7 +98,7 @@ def test_lookalikes_can_be_laid_in_rows_or_evenly(world, tmp_path: Path, layout:
         return
     assert looks["row_pitch_m"].notna().all()
     item = looks.iloc[0]
-    _assert_rows_of(path, item, lookalike(cfg.world.lookalike_swir_shift), item.cover, 1.0)
+    assert_rows_of(path, item, lookalike(cfg.world.lookalike_swir_shift), item.cover, 1.0)
 
 
 def test_hole_of_relation_farm_has_no_panels(world) -> None:
@@ -159,7 +113,7 @@ def test_hole_of_relation_farm_has_no_panels(world) -> None:
     full = cov.fraction == 1.0
     assert full.sum() >= 4
     source = np.rint(scene.bands["B04"][cov.window][full] * 1e4)
-    np.testing.assert_array_equal(_read(path, CLEAR, "B04")[cov.window][full], source)
+    np.testing.assert_array_equal(read_band(path, CLEAR, "B04")[cov.window][full], source)
 
 
 def test_snow_pixels_are_bright_and_dark_in_swir(world) -> None:
@@ -170,14 +124,14 @@ def test_snow_pixels_are_bright_and_dark_in_swir(world) -> None:
         mask10 = src.read(1).astype(bool)
     assert mask10.sum() > 100
     snow20 = block_mean(mask10.astype(np.float32)) == 1.0
-    green = block_mean(_read(path, CLEAR, "B03").astype(np.float32))[snow20] / 1e4
-    swir = _read(path, CLEAR, "B11")[snow20] / 1e4
+    green = block_mean(read_band(path, CLEAR, "B03").astype(np.float32))[snow20] / 1e4
+    swir = read_band(path, CLEAR, "B11")[snow20] / 1e4
     assert snow20.sum() > 20
     assert np.all(green > 0.6) and np.all(
         swir < 0.15
     )  # snow covers 85-100 % of a pixel; ground shows through
     assert np.all(ndsi(green, swir) > 0.42)
-    assert np.all(_read(path, CLEAR, "SCL")[snow20] == 11)
+    assert np.all(read_band(path, CLEAR, "SCL")[snow20] == 11)
 
 
 def test_confounded_snow_sits_beside_training_farms(world) -> None:
@@ -248,8 +202,8 @@ def test_scattered_snow_ignores_farms_and_lookalikes(world, tmp_path: Path) -> N
 def test_lookalike_swir_shift_changes_only_lookalike_swir(world, tmp_path: Path) -> None:
     cfg, default = world
     flat = build_world(small_config(tmp_path, "world.lookalike_swir_shift=0.0"))
-    np.testing.assert_array_equal(_read(default, CLEAR, "B02"), _read(flat, CLEAR, "B02"))
-    raised = _read(default, CLEAR, "B11").astype(np.int32) - _read(flat, CLEAR, "B11")
+    np.testing.assert_array_equal(read_band(default, CLEAR, "B02"), read_band(flat, CLEAR, "B02"))
+    raised = read_band(default, CLEAR, "B11").astype(np.int32) - read_band(flat, CLEAR, "B11")
     truth = load_truth(default)
     looks = truth.distractors[truth.distractors["kind"] == "pv_lookalike"].geometry
     assert len(looks) > 0
@@ -292,10 +246,12 @@ def test_catalog_items_follow_earth_search(world) -> None:
                 assert asset.extra_fields["eo:bands"][0]["name"] == key
     assert items[CLEAR].properties["eo:cloud_cover"] == 0.0
     assert items[CLOUDY].properties["eo:cloud_cover"] > 20.0
-    scl = _read(path, CLOUDY, "SCL")
+    scl = read_band(path, CLOUDY, "SCL")
     assert {3, 8, 9}.issubset(set(np.unique(scl).tolist()))
     cloudy = np.isin(scl, (8, 9))
-    assert (_read(path, CLOUDY, "B11")[cloudy] > _read(path, CLEAR, "B11")[cloudy]).mean() > 0.95
+    assert (
+        read_band(path, CLOUDY, "B11")[cloudy] > read_band(path, CLEAR, "B11")[cloudy]
+    ).mean() > 0.95
 
 
 class _Counter(osmium.SimpleHandler):
