@@ -8,10 +8,12 @@ go through :data:`STAGES` and :func:`run_stage`.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from pipeline.config import RunConfig, config_digest
@@ -208,6 +210,76 @@ def is_current(name: str, cfg: RunConfig, paths: RunPaths) -> bool:
     except (MissingArtifactError, ValueError, TypeError, KeyError):
         return False
     return old.config_digest == config_digest(cfg, stage.sections) and old.inputs == inputs
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    """Where a stage of a run stands.
+
+    Attributes:
+        name: The stage.
+        state: ``done`` (current: same config and inputs), ``stale`` (it ran, but its config
+            sections or an upstream stage changed since) or ``missing`` (never ran).
+        reason: What changed, or when it ran.
+    """
+
+    name: str
+    state: str
+    reason: str
+
+
+def _changed_sections(name: str, cfg: RunConfig, paths: RunPaths) -> list[str]:
+    """The config sections of ``name`` whose values differ from those it last ran with."""
+    saved = paths.stage_config(name)
+    if not saved.is_file():
+        return list(STAGES[name].sections)
+    old = json.loads(saved.read_text())
+    now = cfg.model_dump(mode="json")
+    changed = [s for s in STAGES[name].sections if old.get(s) != now.get(s)]
+    seed_changed = old.get("run", {}).get("seed") != cfg.run.seed
+    return changed + (["run.seed"] if seed_changed else [])
+
+
+def stage_status(name: str, cfg: RunConfig, paths: RunPaths) -> StageStatus:
+    """Whether stage ``name`` of this run is done, stale (and why) or missing."""
+    path = paths.manifest(name)
+    if not path.is_file():
+        return StageStatus(name, "missing", f"not run yet (make {name})")
+    old = Manifest.read(path)
+    stage = STAGES[name]
+    reasons = []
+    if old.config_digest != config_digest(cfg, stage.sections):
+        changed = _changed_sections(name, cfg, paths) or list(stage.sections)
+        reasons.append("config changed: " + ", ".join(changed))
+    world = world_manifest(cfg) if stage.uses_world else None
+    if world is not None and old.inputs.get("world") != (
+        manifest_digest(world) if world.is_file() else None
+    ):
+        reasons.append("the demo world changed")
+    for up in stage.needs:
+        up_path = paths.manifest(up)
+        if not up_path.is_file():
+            reasons.append(f"{up} is missing")
+        elif old.inputs.get(up) != manifest_digest(up_path):
+            reasons.append(f"{up} ran again since")
+    if reasons:
+        return StageStatus(name, "stale", "; ".join(reasons))
+    when = datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+    return StageStatus(name, "done", f"{when}, {old.seconds:.0f} s")
+
+
+def run_status(cfg: RunConfig) -> list[StageStatus]:
+    """:func:`stage_status` of every stage of the run, in order; a stage whose upstream stage
+    is stale or missing is stale too (re-running the run would re-run it)."""
+    paths = RunPaths(cfg.run.data_root, cfg.run.name)
+    out: dict[str, StageStatus] = {}
+    for name in STAGES:
+        st = stage_status(name, cfg, paths)
+        behind = [up for up in STAGES[name].needs if out[up].state != "done"]
+        if st.state == "done" and behind:
+            st = StageStatus(name, "stale", f"upstream not current: {', '.join(behind)}")
+        out[name] = st
+    return list(out.values())
 
 
 def run_stage(name: str, cfg: RunConfig, *, force: bool = False) -> Manifest:
