@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pipeline.config import RunConfig, config_digest
-from pipeline.errors import MissingArtifactError
+from pipeline.errors import MissingArtifactError, PipelineError
 from pipeline.io import write_json
 from pipeline.manifest import Manifest, manifest_digest, package_versions
 from pipeline.paths import RunPaths, WorldPaths
@@ -313,5 +313,17 @@ def run_stage(name: str, cfg: RunConfig, *, force: bool = False) -> Manifest:
         summary=result.summary,
     )
     manifest.write(paths.manifest(name))
+    update_catalog(cfg, paths)
     log.info("%s done in %.1f s -> %s", name, manifest.seconds, paths.stage_dir(name))
     return manifest
+
+
+def update_catalog(cfg: RunConfig, paths: RunPaths) -> None:
+    """Rewrite the run's STAC catalog (:mod:`pipeline.stac.run_catalog`) after a stage; a
+    failure is logged, never fails the finished stage."""
+    from pipeline.stac.run_catalog import write_run_catalog
+
+    try:
+        write_run_catalog(cfg, paths)
+    except (PipelineError, OSError, ValueError, KeyError) as err:
+        log.warning("the run catalog %s was not updated: %s", paths.catalog, err)
