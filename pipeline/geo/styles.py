@@ -259,11 +259,16 @@ def patch_style(image: np.ndarray, bands: Sequence[str]) -> str:
     """
     names = list(bands)
     rgb = [names.index(b) for b in ("B04", "B03", "B02")]
-    ranges = [
-        tuple(v * REFLECTANCE_SCALE for v in cumulative_cut(image[i].astype(np.float64)))
-        for i in rgb
-    ]
-    return truecolour_qml(ranges, [i + 1 for i in rgb])  # type: ignore[arg-type]
+    return truecolour_qml(reflectance_ranges(image[rgb]), [i + 1 for i in rgb])
+
+
+def reflectance_ranges(rgb: np.ndarray) -> list[tuple[float, float]]:
+    """Per band of ``(3, H, W)`` stored DN: its 2-98 % cut, in reflectance."""
+    out = []
+    for band in rgb.astype(np.float64):
+        lo, hi = cumulative_cut(band)
+        out.append((lo * REFLECTANCE_SCALE, hi * REFLECTANCE_SCALE))
+    return out
 
 
 def scl_style() -> str:
@@ -306,7 +311,7 @@ def patch_file_style(path: Path) -> str:
         names = tuple(d or "" for d in src.descriptions)
     rgb = [names.index(b) + 1 for b in ("B04", "B03", "B02")]
     array, _ = read_decimated(path, rgb)
-    return patch_style(array, ("B04", "B03", "B02"))
+    return truecolour_qml(reflectance_ranges(array), rgb)
 
 
 def attribution_file_style(path: Path, *, signed: bool) -> str:
