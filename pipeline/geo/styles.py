@@ -284,6 +284,20 @@ def mask_style(label: str = "farm") -> str:
     return paletted_qml({0: ("not farm", "#000000", 0), 1: (label, colour, 255)})
 
 
+def classes_style(labels: Mapping[int, str], *, transparent: Sequence[int] = (0,)) -> str:
+    """A paletted style for an index raster (e.g. the map's provenance: acquisition index ->
+    its name), one distinct colour per value from a qualitative palette."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab20"]
+    classes = {}
+    for i, (value, label) in enumerate(sorted(labels.items())):
+        r, g, b, _ = (round(c * 255) for c in cmap(i % 20))
+        alpha = 0 if value in transparent else 255
+        classes[value] = (label, f"#{r:02x}{g:02x}{b:02x}", alpha)
+    return paletted_qml(classes)
+
+
 def probability_style() -> str:
     """Farm probability 0-1 (yellow to red; 0 transparent)."""
     return pseudocolour_qml(1, _scaled(PROBABILITY, 1.0), opacity=0.8)

@@ -21,6 +21,7 @@ from pipeline.geo.styles import (
     PATCH_ENCODING,
     SCL_ENCODING,
     attribution_style,
+    classes_style,
     mask_style,
     patch_style,
     ramp_limit,
@@ -85,6 +86,9 @@ def test_patch_style_is_true_colour_stretched_in_reflectance() -> None:
 
 
 def test_class_mask_and_attribution_styles() -> None:
+    provenance = _xml(classes_style({0: "none", 1: "S2A_...0112", 2: "S2B_...0115"}))
+    colours = [(e.get("label"), e.get("alpha")) for e in provenance.findall(".//paletteEntry")]
+    assert colours == [("none", "0"), ("S2A_...0112", "255"), ("S2B_...0115", "255")]
     entries = _xml(scl_style()).findall(".//paletteEntry")
     assert {e.get("value"): e.get("label") for e in entries}["11"] == "snow"
     assert [e.get("alpha") for e in _xml(mask_style()).findall(".//paletteEntry")] == ["0", "255"]
