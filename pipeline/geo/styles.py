@@ -346,13 +346,13 @@ def flags_style(field: str = "verdict") -> str:
             f"label={quoteattr(value)}/>\n"
         )
         syms.append(
-            f'      <symbol type="fill" name="{i}" alpha="0.6" clip_to_extent="1" '
+            f'      <symbol type="fill" name="{i}" alpha="0.45" clip_to_extent="1" '
             'force_rhr="0">\n'
             '        <layer class="SimpleFill" enabled="1" pass="0" locked="0">\n'
             '          <Option type="Map">\n'
             f'            <Option type="QString" name="color" value="{colour}"/>\n'
-            '            <Option type="QString" name="outline_color" value="#000000"/>\n'
-            '            <Option type="QString" name="outline_width" value="0.4"/>\n'
+            f'            <Option type="QString" name="outline_color" value="{colour}"/>\n'
+            '            <Option type="QString" name="outline_width" value="0.8"/>\n'
             '            <Option type="QString" name="style" value="solid"/>\n'
             "          </Option>\n        </layer>\n      </symbol>\n"
         )

@@ -438,7 +438,8 @@ def _header(data: ReportData) -> str:
 def _quality(data: ReportData) -> str:
     q = data.quality
     curve = (
-        f'<figure style="margin:0"><img class="plot" id="training-curve" alt="training curve" '
+        f'<figure style="margin:0;max-width:560px"><img class="plot" id="training-curve" '
+        f'alt="training curve" '
         f'src="{q.curve.uri}"><figcaption class="note">{html.escape(q.curve.caption)}'
         "</figcaption></figure>"
         if q.curve

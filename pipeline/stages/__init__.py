@@ -160,7 +160,7 @@ STAGES: dict[str, Stage] = {
             ("tiles", "train", "predict", "attribute"),
             ("audit",),
             "the patches and SCL, attribute/index.csv and its rasters, train/model.pt",
-            "audit/reliance.csv, audit/flags.csv, audit/flags.gpkg",
+            "audit/flags.gpkg (one row per farm), audit/flags.csv, audit/reliance.csv",
         ),
         Stage(
             "report",
@@ -168,7 +168,7 @@ STAGES: dict[str, Stage] = {
             ("tiles", "predict", "attribute", "audit"),
             ("report",),
             "every earlier stage's outputs",
-            "report/index.html (self-contained), report/*.qml",
+            "report/index.html (self-contained, works offline)",
         ),
     )
 }

@@ -12,6 +12,7 @@ the verdict), ``sanity.json`` (model and data randomization), ``faithfulness.csv
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,8 @@ from pipeline.paths import RunPaths
 from pipeline.progress import Progress
 from pipeline.stages.base import StageOutput
 
+log = logging.getLogger(__name__)
+
 Rows = list[dict[str, Any]]
 
 
@@ -82,6 +85,11 @@ def _checks(
     if access is None:
         return sanity, *faith
     chosen = check_inputs(scan.farm_masks, flags, scan.patches)
+    log.info(
+        "audit: randomization checks on %d and faithfulness on %d patches",
+        min(a.sanity_patches, len(chosen)),
+        min(a.faithfulness_patches, len(chosen)),
+    )
     explain = make_explainer(cfg.attribute, ig_steps=a.sanity_ig_steps)
     setup = CheckSetup(access, explain, a, cfg.run.seed)
     if a.sanity_patches:
