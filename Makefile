@@ -16,22 +16,25 @@ STAGES := labels fetch tiles train predict attribute audit report
 
 .DEFAULT_GOAL := help
 .PHONY: help venv world $(STAGES) demo all test test-fast lint format bench \
-        shortcut-experiment browser clean-run
+        shortcut-experiment browser clean-run status
 
 help: ## List targets (RUN=<name> picks configs/<name>.yaml; default demo)
 	@echo "usage: make <target> [RUN=<name>] [ARGS='--set section.key=value']"
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN{FS=":.*## "}{printf "  %-22s %s\n", $$1, $$2}'
 
+# PyTorch comes from the default index (CUDA wheels on Linux, about 4 GB of them). On a machine
+# without a GPU, CPU wheels save most of that: make venv TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+
 $(VENV): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --upgrade pip setuptools wheel
-	# torch and torchvision come from this machine's disk when the cap file lists them
-	$(PY) -m pip install "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install torch torchvision
-	$(PY) -m pip install -e ".[dev]"
+	$(if $(TORCH_INDEX),$(PY) -m pip install torch torchvision --index-url $(TORCH_INDEX))
+	$(PY) -m pip install -e ".[dev,demo,planetary-computer,tensorboard]"
 	touch $@
 
-venv: $(VENV) ## Create .venv and install the package with its dev extras
+venv: $(VENV) ## Create .venv: the package, its extras (demo data, PC signing, TensorBoard), dev tools
 
 # A config may inherit its world section (extends:), so ask the loader, not grep, whether it has one.
 HAS_WORLD := $(PY) -c 'import sys; from pipeline.config import load_config; \
@@ -99,6 +102,9 @@ bench: $(VENV) ## Benchmarks (fetch, train/infer, attribution); results in data/
 
 shortcut-experiment: $(VENV) ## Train confounded and clean models (3 seeds each, configs/shortcut*.yaml) and audit them
 	$(PY) -m pipeline.experiments.shortcut $(ARGS)
+
+status: $(VENV) ## Each stage of RUN: done, stale (what changed) or missing
+	@$(CLI) status --config $(CONFIG) $(ARGS)
 
 clean-run: ## Delete data/runs/$(RUN)
 	rm -rf $(R)

@@ -1,8 +1,16 @@
-"""Command line: ``python -m pipeline <stage> --config configs/<run>.yaml [--set k=v ...]``."""
+"""Command line: ``python -m pipeline <stage> --config configs/<run>.yaml [--set k=v ...]``.
+
+Besides one sub-command per stage: ``world`` (the demo world), ``all`` (every stage in order),
+``status`` (each stage done, stale or missing) and ``--version``. Output is the pipeline's own
+log lines; third-party chatter (pyogrio's "Created N records", rasterio and Lightning
+warnings, Dask's INFO lines) appears only with ``-v``. A :class:`~pipeline.errors.PipelineError`
+ends the command with its message alone and a non-zero exit.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import sys
 from collections.abc import Sequence
@@ -12,6 +20,46 @@ from pipeline.errors import PipelineError
 from pipeline.paths import RunPaths
 
 log = logging.getLogger("pipeline")
+
+#: Log records of these loggers are shown at every level; others only from WARNING up.
+OWN_LOGGERS = ("pipeline", "__main__")
+
+
+class QuietThirdParty(logging.Filter):
+    """Drops third-party records below WARNING and captured Python warnings (``py.warnings``:
+    rasterio's NotGeoreferencedWarning, Lightning's tips): the default output is the
+    pipeline's own. ``-v`` removes the filter."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "py.warnings":
+            return False
+        own = record.name.split(".")[0] in OWN_LOGGERS
+        return own or record.levelno >= logging.WARNING
+
+
+def configure_logging(verbose: bool) -> None:
+    """Log lines ``HH:MM:SS LEVEL logger: message`` on stderr; quiet third parties unless
+    ``verbose`` (then DEBUG for everything)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        force=True,
+    )
+    logging.captureWarnings(True)
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(QuietThirdParty())
+
+
+def version() -> str:
+    """The installed package's version (the source tree's when it is not installed)."""
+    try:
+        return importlib.metadata.version("solarfarm-pipeline")
+    except importlib.metadata.PackageNotFoundError:
+        from pipeline import __version__
+
+        return __version__
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         "order: " + " -> ".join(STAGES) + ". Each writes data/runs/<run>/<stage>/ "
         "and ends with manifest.json.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     world = sub.add_parser(
         "world",
@@ -64,13 +113,32 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run every stage in order; current ones are skipped.",
     )
     _common(every)
+    status = sub.add_parser(
+        "status",
+        help="list each stage of a run as done, stale (config or inputs changed: which) or missing",
+        description="Where each stage of the run stands; runs nothing.",
+    )
+    _common(status)
     return parser
+
+
+def print_status(cfg: RunConfig) -> None:
+    """The table of :func:`pipeline.stages.run_status` on stdout."""
+    from pipeline.stages import run_status
+
+    paths = RunPaths(cfg.run.data_root, cfg.run.name)
+    print(f"run {cfg.run.name} ({paths.root})")
+    for st in run_status(cfg):
+        print(f"  {st.name:<10} {st.state:<8} {st.reason}")
 
 
 def _run(args: argparse.Namespace) -> RunConfig:
     from pipeline.stages import STAGES, run_stage
 
     cfg = load_config(args.config, args.overrides)
+    if args.command == "status":
+        print_status(cfg)
+        return cfg
     if args.command in ("world", "all") and cfg.world is not None:
         from pipeline.demo import build_world
 
@@ -93,11 +161,7 @@ def _run(args: argparse.Namespace) -> RunConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m pipeline`` and the ``solarfarm`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    configure_logging(args.verbose)
     try:
         cfg = _run(args)
     except PipelineError as err:

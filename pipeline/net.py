@@ -147,7 +147,7 @@ def call_with_retries(
 def describe_error(err: BaseException) -> str:
     """A one-line account of ``err`` for logs and messages (``HTTP 503``, ``ReadTimeout: ...``)."""
     status = status_of(err)
-    if isinstance(err, requests.HTTPError) and status is not None:
+    if status is not None:
         return f"HTTP {status}"
     text = str(err).splitlines()[0][:200] if str(err) else ""
     return f"{type(err).__name__}: {text}" if text else type(err).__name__

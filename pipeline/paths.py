@@ -51,6 +51,16 @@ class RunPaths:
         return self.root / relative
 
     @property
+    def catalog(self) -> Path:
+        """The run's STAC catalog (beside the stage folders and their manifests)."""
+        return self.root / "catalog.json"
+
+    @property
+    def catalog_dir(self) -> Path:
+        """Folder of the run catalog's collections and items."""
+        return self.root / "stac"
+
+    @property
     def overpass_cache(self) -> Path:
         """Overpass responses keyed by the query's SHA-256, shared by every run of the root."""
         return self.data_root / "cache" / "overpass"
@@ -85,6 +95,14 @@ class RunPaths:
         """Scene-classification (SCL) uint8 COG of one patch on the same grid."""
         return self.patches_dir / f"{patch_id}_scl.tif"
 
+    def patches_vrt(self, epsg: int) -> Path:
+        """Mosaic (VRT) of the patches of one UTM zone."""
+        return self.stage_dir("fetch") / f"patches_{epsg}.vrt"
+
+    def scl_vrt(self, epsg: int) -> Path:
+        """Mosaic (VRT) of the SCL rasters of one UTM zone."""
+        return self.stage_dir("fetch") / f"scl_{epsg}.vrt"
+
     @property
     def fetch_index(self) -> Path:
         """GeoPackage: one row per planned patch (patch_id, status, item_id, clear share)."""
@@ -104,6 +122,10 @@ class RunPaths:
     def mask(self, patch_id: str) -> Path:
         """uint8 label mask (1 = farm) on the patch grid."""
         return self.masks_dir / f"{patch_id}.tif"
+
+    def masks_vrt(self, epsg: int) -> Path:
+        """Mosaic (VRT) of the label masks of one UTM zone."""
+        return self.stage_dir("tiles") / f"masks_{epsg}.vrt"
 
     @property
     def tiles_index(self) -> Path:
@@ -130,6 +152,11 @@ class RunPaths:
         """Folder of the CSV and TensorBoard logs."""
         return self.stage_dir("train") / "logs"
 
+    @property
+    def train_metrics(self) -> Path:
+        """Lightning's CSV log of the fit (one row per logging step)."""
+        return self.train_logs / "csv" / "version_0" / "metrics.csv"
+
     # predict -----------------------------------------------------------------------------
     @property
     def probability_dir(self) -> Path:
@@ -144,6 +171,14 @@ class RunPaths:
 
     def predicted_mask(self, patch_id: str) -> Path:
         return self.predicted_mask_dir / f"{patch_id}.tif"
+
+    def probability_vrt(self, epsg: int) -> Path:
+        """Mosaic (VRT) of the probability rasters of one UTM zone."""
+        return self.stage_dir("predict") / f"prob_{epsg}.vrt"
+
+    def predicted_mask_vrt(self, epsg: int) -> Path:
+        """Mosaic (VRT) of the predicted masks of one UTM zone."""
+        return self.stage_dir("predict") / f"mask_{epsg}.vrt"
 
     @property
     def predicted_farms(self) -> Path:
@@ -189,6 +224,10 @@ class RunPaths:
         name = f"{patch_id}__{safe_name(target_id)}" if target_id else patch_id
         return self.stage_dir("attribute") / method / target / f"{name}.tif"
 
+    def attribution_vrt(self, method: str, target: str, epsg: int) -> Path:
+        """Mosaic (VRT) of one method's attributions of one target kind in one UTM zone."""
+        return self.stage_dir("attribute") / f"{method}_{target}_{epsg}.vrt"
+
     @property
     def attribution_index(self) -> Path:
         """CSV: one row per attribution raster (patch_id, method, target, path, gap, ...)."""
@@ -210,6 +249,27 @@ class RunPaths:
     def attribution_scene(self, method: str, target: str, crs_name: str) -> Path:
         """A stitched per-zone mosaic of patch attributions."""
         return self.stage_dir("attribute") / "scene" / method / target / f"{crs_name}.tif"
+
+    # map ---------------------------------------------------------------------------------
+    # Read by the report when a run has a map (written by the map stage).
+    def map_probability(self, epsg: int) -> Path:
+        """Probability COG of one UTM zone (mosaic of the chunk cores, overviews)."""
+        return self.stage_dir("map") / f"probability_{epsg}.tif"
+
+    @property
+    def map_farms(self) -> Path:
+        """GeoPackage of mapped farms (EPSG:4326, layer ``farms``)."""
+        return self.stage_dir("map") / "farms.gpkg"
+
+    @property
+    def map_catalog(self) -> Path:
+        """Self-contained STAC catalog of the map's outputs."""
+        return self.stage_dir("map") / "stac" / "catalog.json"
+
+    def map_truecolour(self, epsg: int) -> Path:
+        """Low-resolution true-colour mosaic (B04, B03, B02) of one UTM zone, when the map
+        stage writes one."""
+        return self.stage_dir("map") / f"truecolour_{epsg}.tif"
 
     # audit -------------------------------------------------------------------------------
     @property
@@ -233,6 +293,8 @@ class RunPaths:
 
     @property
     def flags_gpkg(self) -> Path:
+        """GeoPackage: one row per farm (layer ``flags``), its worst verdict and one column
+        group per cue (:data:`pipeline.audit.flags.FARM_COLUMNS`)."""
         return self.stage_dir("audit") / "flags.gpkg"
 
     @property
@@ -252,10 +314,6 @@ class RunPaths:
     @property
     def report(self) -> Path:
         return self.stage_dir("report") / "index.html"
-
-    def report_style(self, name: str) -> Path:
-        """A QGIS style written by the report stage (``report/<name>.qml``)."""
-        return self.stage_dir("report") / f"{name}.qml"
 
 
 @dataclass(frozen=True)

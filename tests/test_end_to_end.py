@@ -8,11 +8,13 @@ and that the walkthrough notebook executes against the run.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
+import pystac
 import pytest
 import rasterio
 
@@ -20,6 +22,7 @@ from pipeline.bands import BANDS
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.demo import load_truth
+from pipeline.geo.styles import style_path
 from pipeline.manifest import Manifest
 from pipeline.paths import RunPaths, WorldPaths
 from pipeline.stages import STAGES, is_current
@@ -104,6 +107,26 @@ def test_rasters_stay_on_the_patch_grid(run) -> None:
         assert attribution.descriptions == (*BANDS, "aggregate")
         assert attribution.tags()["method"] == row["method"]
     assert set(tiles["split"]) <= {"train", "val", "test"}
+
+
+def test_outputs_open_styled_in_qgis_and_are_catalogued(run) -> None:
+    _, paths = run
+    pid = pd.read_csv(paths.attribution_index).query("status == 'ok'").iloc[0]["patch_id"]
+    rasters = [paths.image(pid), paths.scl(pid), paths.mask(pid), paths.probability(pid)]
+    rasters.append(paths.predicted_mask(pid))
+    for raster in rasters:
+        assert style_path(raster).is_file(), raster
+    epsg = rasterio.open(paths.image(pid)).crs.to_epsg()
+    for vrt in (paths.patches_vrt(epsg), paths.probability_vrt(epsg), paths.masks_vrt(epsg)):
+        with rasterio.open(vrt) as mosaic:
+            assert mosaic.crs.to_epsg() == epsg and style_path(vrt).is_file()
+    farms = gpd.read_file(paths.flags_gpkg)
+    assert farms.groupby(["target", "target_id"]).size().max() == 1  # one row per farm
+    catalog = pystac.Catalog.from_file(str(paths.catalog))
+    item = next(catalog.get_child("patches").get_items())
+    sources = [link.get_absolute_href() for link in item.get_links("derived_from")]
+    assert sources and all(Path(s).is_file() for s in sources)  # the world's Sentinel-2 items
+    assert json.loads(Path(sources[0]).read_text())["id"] in item.properties["sentinel2:items"]
 
 
 def test_report_is_written(run) -> None:

@@ -9,10 +9,11 @@ from typing import Any, Final
 
 import numpy as np
 
-from pipeline.attribution.methods import AttributionResult
+from pipeline.attribution.methods import METHODS, AttributionResult
 from pipeline.bands import BANDS
 from pipeline.errors import GeoMismatchError
 from pipeline.geo.raster import Grid, write_cog
+from pipeline.geo.styles import attribution_style, write_style
 
 #: Band descriptions of every attribution raster: one per input band, then the reduced map.
 ATTRIBUTION_BANDS: Final[tuple[str, ...]] = (*BANDS, "aggregate")
@@ -81,7 +82,8 @@ def write_attribution(
     tags: dict[str, Any],
     valid: np.ndarray | None = None,
 ) -> Path:
-    """Write ``result`` as a float32 COG on ``grid`` (the input patch's exact grid).
+    """Write ``result`` as a float32 COG on ``grid`` (the input patch's exact grid), and beside
+    it the QGIS style of its ``aggregate`` band scaled to its values.
 
     Bands are :data:`ATTRIBUTION_BANDS`, nodata NaN (pixels outside ``valid``), overviews when
     the grid is larger than one block.
@@ -100,4 +102,7 @@ def write_attribution(
         if array.shape[0] == len(ATTRIBUTION_BANDS)
         else tuple([f"band{i}" for i in range(array.shape[0] - 1)] + ["aggregate"])
     )
-    return write_cog(path, array, grid, band_names=names, nodata=float("nan"), tags=tags)
+    write_cog(path, array, grid, band_names=names, nodata=float("nan"), tags=tags)
+    signed = METHODS[result.method].signed if result.method in METHODS else True
+    write_style(path, attribution_style(array[-1], signed=signed, band=array.shape[0]))
+    return Path(path)

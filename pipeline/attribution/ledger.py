@@ -97,8 +97,12 @@ def reason_key(reason: str) -> str:
 
 
 def skip_row(skip: Skip) -> Row:
-    """Log ``skip`` (budget skips at DEBUG, others at WARNING) and return its index row."""
-    level = logging.DEBUG if skip.reason.startswith("budget:") else logging.WARNING
+    """Log ``skip`` and return its index row.
+
+    Ordinary skips (an empty target on a negative patch, a spent budget) are logged at DEBUG:
+    the stage sums them up in one line (:func:`tally`). Failures are logged at WARNING.
+    """
+    level = logging.WARNING if skip.status == "failed" else logging.DEBUG
     log.log(
         level,
         "attribute %s %s %s/%s: %s",

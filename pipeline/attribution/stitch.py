@@ -12,15 +12,18 @@ and CRS, from the index rows of the written rasters.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from affine import Affine
 
 from pipeline.attribution.export import ATTRIBUTION_BANDS
+from pipeline.attribution.methods import METHODS
 from pipeline.errors import GeoMismatchError
-from pipeline.geo.raster import Grid, read_raster, write_cog
+from pipeline.geo.raster import Grid, read_raster, union_grid, write_cog
+from pipeline.geo.styles import attribution_file_style, attribution_style, write_style
+from pipeline.geo.vrt import zone_vrts
 from pipeline.paths import RunPaths, safe_name
 
 
@@ -35,34 +38,6 @@ def hann_window(height: int, width: int) -> np.ndarray:
         return np.sin(np.pi * (np.arange(n) + 0.5) / n) ** 2
 
     return np.outer(axis(height), axis(width))
-
-
-def union_grid(grids: Sequence[Grid]) -> Grid:
-    """The smallest north-up grid holding every grid (same CRS and pixel size).
-
-    Raises:
-        GeoMismatchError: CRS, pixel size or pixel alignment differ.
-    """
-    if not grids:
-        raise GeoMismatchError("cannot stitch zero patches; pass at least one")
-    first = grids[0]
-    res = first.res
-    for g in grids:
-        if g.crs != first.crs or abs(g.res - res) > 1e-9 or g.transform.b or g.transform.d:
-            raise GeoMismatchError(
-                f"cannot stitch a patch in {g.crs} at {g.res} m with one in "
-                f"{first.crs} at {res} m; stitch one UTM zone at a time"
-            )
-    left = min(g.bounds[0] for g in grids)
-    top = max(g.bounds[3] for g in grids)
-    right = max(g.bounds[2] for g in grids)
-    bottom = min(g.bounds[1] for g in grids)
-    return Grid(
-        first.crs,
-        Affine(res, 0, left, 0, -res, top),
-        round((top - bottom) / res),
-        round((right - left) / res),
-    )
 
 
 def _offset(grid: Grid, out: Grid) -> tuple[int, int]:
@@ -171,5 +146,30 @@ def stitch_scenes(
             write_cog(
                 dest, mosaic, out, band_names=ATTRIBUTION_BANDS, nodata=float("nan"), tags=tags
             )
-            written.append(dest)
+            signed = METHODS[method].signed if method in METHODS else True
+            style = attribution_style(mosaic[-1], signed=signed, band=mosaic.shape[0])
+            written += [dest, write_style(dest, style)]
     return written, notes
+
+
+def attribution_vrts(rows: Sequence[Mapping[str, Any]], paths: RunPaths) -> list[Path]:
+    """One VRT per (method, target kind, UTM zone) over the written attribution rasters, each
+    with its QGIS style scaled to the mosaic's values (:meth:`RunPaths.attribution_vrt`).
+
+    Args:
+        rows: Index rows (``attribute/index.csv``); ``path`` relative to the run folder.
+        paths: The run's paths.
+    """
+    groups: dict[tuple[str, str], list[Path]] = {}
+    for row in rows:
+        if row["status"] == "ok" and row.get("path"):
+            groups.setdefault((row["method"], row["target"]), []).append(paths.resolve(row["path"]))
+    written: list[Path] = []
+    for (method, target), files in sorted(groups.items()):
+        signed = METHODS[method].signed if method in METHODS else True
+        written += zone_vrts(
+            files,
+            partial(paths.attribution_vrt, method, target),
+            partial(attribution_file_style, signed=signed),
+        )
+    return written

@@ -24,18 +24,30 @@ from torch import nn
 from pipeline.attribution.targets import Target, TargetForward
 from pipeline.audit.explainers import CheckSetup
 from pipeline.audit.sanity import Case
+from pipeline.tables import Columns
 
 #: Columns of ``audit/faithfulness.csv`` (a method that failed has only the first four).
-FAITHFULNESS_COLUMNS: tuple[str, ...] = (
-    "patch_id",
-    "method",
-    "status",
-    "reason",
-    "deletion_auc",
-    "insertion_auc",
-    "infidelity",
-    "sensitivity_max",
-    "n_superpixels",
+FAITHFULNESS_COLUMNS = Columns(
+    ("patch_id", "the patch scored"),
+    ("method", "attribution method"),
+    ("status", "ok or failed"),
+    ("reason", "why it failed"),
+    (
+        "deletion_auc",
+        "area under the target's mean probability as the most attributed superpixels are "
+        "removed first (lower is better: the map found what matters)",
+    ),
+    (
+        "insertion_auc",
+        "area under the same curve as they are restored first into a blurred patch (higher "
+        "is better)",
+    ),
+    (
+        "infidelity",
+        "captum infidelity: error of the map under small perturbations (lower is better)",
+    ),
+    ("sensitivity_max", "captum max-sensitivity: how much the map changes (lower is better)"),
+    ("n_superpixels", "SLIC superpixels the curves remove or restore"),
 )
 
 

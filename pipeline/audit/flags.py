@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,8 +25,11 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
+from pipeline.config.audit import AuditConfig
 from pipeline.errors import AuditError
+from pipeline.geo.styles import flags_style, write_style
 from pipeline.io import atomic_path
+from pipeline.tables import Columns
 
 Verdict = Literal["not_computable", "cue_absent", "not_flagged", "confirmed", "unconfirmed"]
 
@@ -41,61 +44,134 @@ SEVERITY: tuple[Verdict, ...] = (
 
 #: The pooled statistics a flag is decided on and reported with, in table order (columns of
 #: the flag table and of the pooled rows, ``pipeline.audit.reliance.POOLED_COLUMNS``).
-FLAG_STATISTICS: tuple[str, ...] = (
-    "enrichment",
-    "ci_low",
-    "ci_high",
-    "attr_share",
-    "area_share",
-    "effect",
-    "swir_share",
-    "flagged",
+FLAG_STATISTICS = Columns(
+    (
+        "enrichment",
+        "the cue's share of the positive attribution outside the farms and their buffer, "
+        "divided by its share of that area (1 = no preference; 2 = twice its fair share)",
+    ),
+    ("ci_low", "lower end of the bootstrap confidence interval of enrichment (audit.ci_level)"),
+    ("ci_high", "upper end of that interval"),
+    ("attr_share", "the cue's share of the positive attribution outside farms and buffer (0-1)"),
+    ("area_share", "the cue's share of the area outside farms and buffer (0-1)"),
+    (
+        "effect",
+        "share of the target's whole positive attribution lying on the cue outside farms and "
+        "buffer (0-1)",
+    ),
+    ("swir_share", "share of the attribution on the cue that lies in the SWIR bands (0-1)"),
+    (
+        "flagged",
+        "enrichment >= audit.enrichment_threshold and effect >= audit.min_effect",
+    ),
 )
 
-#: Columns of the flag table (``audit/flags.csv``, ``audit/flags.gpkg``), in order.
-FLAG_COLUMNS: tuple[str, ...] = (
-    "target",
-    "target_id",
-    "cue",
-    "method",
-    "methods_flagged",
-    "verdict",
-    *FLAG_STATISTICS,
-    "score",
-    "score_cf",
-    "score_change",
-    "prob",
-    "prob_cf",
-    "prob_change",
-    "logit_change",
-    "mask_iou",
-    "n_replaced",
-    "moved",
-    "moved_by",
-    "placebo_prob_change",
-    "placebo_logit_change",
-    "placebo_replaced",
-    "specific",
-    "cf_patch",
-    "cf_status",
-    "cf_reason",
-    "computable",
-    "cue_present",
-    "reason",
-    "patch_ids",
-    "n_patches",
+#: Identity of a farm target (first columns of the flag and farm tables).
+TARGET_COLUMNS = Columns(
+    (
+        "target",
+        "kind of farm: label_farms (OpenStreetMap), predicted_farms (the model's polygons), "
+        "false_positives, missed_farms",
+    ),
+    ("target_id", "the farm's id in its layer (farm_id of labels/farms.gpkg, pred_id, ...)"),
+)
+
+#: Columns of the flag table (``audit/flags.csv``: one row per farm target and cue), in order.
+FLAG_COLUMNS = (
+    TARGET_COLUMNS
+    + Columns(
+        ("cue", "what the model might lean on: snow, cloud, water or an analyst cue"),
+        (
+            "method",
+            "attribution method whose numbers the row shows: the flagging method with the "
+            "highest enrichment, else the method with the highest enrichment",
+        ),
+        ("methods_flagged", "methods that flag the cue (JSON list)"),
+        ("verdict", "confirmed, unconfirmed, not_flagged, cue_absent or not_computable"),
+    )
+    + FLAG_STATISTICS
+    + Columns(
+        ("score", "the target's score: sum of logits over its frozen mask"),
+        ("score_cf", "the same with the cue removed (replaced by local background)"),
+        ("score_change", "(score_cf - score) / |score|"),
+        ("prob", "mean probability over the farm (0-1)"),
+        ("prob_cf", "the same with the cue removed"),
+        ("prob_change", "prob_cf - prob"),
+        (
+            "logit_change",
+            "change of the farm's mean log-odds when the cue is removed (nats; -1 means the cue "
+            "was worth a factor e in the odds of 'farm')",
+        ),
+        ("mask_iou", "IoU of the predicted masks near the farm, before and after the removal"),
+        ("n_replaced", "cue pixels replaced"),
+        ("moved", "the prediction moved (probability, log-odds or mask test) and specifically"),
+        ("moved_by", "the tests that fired (JSON list: probability, log_odds, mask_iou)"),
+        ("placebo_prob_change", "prob_change when the same blobs are removed elsewhere"),
+        (
+            "placebo_logit_change",
+            "logit_change when the same blobs, turned about the farm's centre onto plain "
+            "background, are removed (the control)",
+        ),
+        ("placebo_replaced", "pixels the placebo replaced (0: no turn fitted, no control)"),
+        (
+            "specific",
+            "|logit_change| >= audit.placebo_ratio x |placebo_logit_change|",
+        ),
+        ("cf_patch", "patches the counterfactual re-predicted (JSON list, main patch first)"),
+        ("cf_status", "ok, skipped or not_run (only flagged rows get a counterfactual)"),
+        ("cf_reason", "why the counterfactual was skipped or what it left out"),
+        ("computable", "the cue could be computed on the farm's patches"),
+        ("cue_present", "cue pixels exist outside the farms there"),
+        ("reason", "why the cue is not computable"),
+        ("patch_ids", "patches holding part of the farm (JSON list)"),
+        ("n_patches", "number of those patches"),
+    )
 )
 
 #: Columns of each cue's entry in :func:`run_summary`.
-SUMMARY_COLUMNS: tuple[str, ...] = (
-    "targets",
-    "cue_present",
-    "flagged",
-    "confirmed",
-    "flagged_fraction",
-    "confirmed_fraction",
-    "not_computable",
+SUMMARY_COLUMNS = Columns(
+    ("targets", "farm targets"),
+    ("cue_present", "farm targets with the cue present outside the farms"),
+    ("flagged", "of those, flagged (confirmed or unconfirmed)"),
+    ("confirmed", "of those, confirmed by the counterfactual"),
+    ("flagged_fraction", "flagged / cue_present"),
+    ("confirmed_fraction", "confirmed / cue_present"),
+    ("not_computable", "farm targets where the cue could not be computed"),
 )
+
+#: The columns each cue gets in the farm table (``<cue>_<name>``; see :func:`farm_columns`).
+CUE_GROUP = Columns(
+    ("verdict", "the cue's verdict for this farm"),
+    ("method", "attribution method whose numbers are shown"),
+    ("enrichment", FLAG_STATISTICS.meanings["enrichment"]),
+    ("effect", FLAG_STATISTICS.meanings["effect"]),
+    ("logit_change", "change of the farm's mean log-odds when the cue is removed (nats)"),
+    ("placebo_logit_change", "the same when the placebo (same blobs, elsewhere) is removed"),
+    ("flagged", "attribution flags the cue (a real boolean)"),
+    ("confirmed", "flagged and the counterfactual moved the prediction (a real boolean)"),
+)
+
+#: The farm table's columns before the cue groups.
+FARM_HEAD = TARGET_COLUMNS + Columns(
+    ("verdict", "the farm's worst verdict over all cues (confirmed > unconfirmed > ...)"),
+    ("worst_cue", "the cue that gave it (empty when no cue is present)"),
+    ("n_patches", "patches holding part of the farm"),
+    ("patch_ids", "those patches, comma-separated"),
+)
+
+
+def farm_columns(cues: Sequence[str]) -> Columns:
+    """Columns of the farm table (``audit/flags.gpkg``): :data:`FARM_HEAD`, then one
+    :data:`CUE_GROUP` per cue (``snow_verdict``, ``snow_enrichment``, ...)."""
+    groups = [
+        Columns(*((f"{cue}_{name}", f"{cue}: {meaning}") for name, meaning in CUE_GROUP.pairs()))
+        for cue in cues
+    ]
+    out = FARM_HEAD
+    for group in groups:
+        out = out + group
+    return out
+
 
 #: A flag row's counterfactual columns -> their values when no counterfactual ran.
 CF_NOT_RUN: dict[str, Any] = {"cf_status": "not_run", "cf_reason": ""}
@@ -234,20 +310,183 @@ def flag_table(
     return pd.DataFrame(rows).reindex(columns=list(FLAG_COLUMNS))
 
 
-def write_flags_gpkg(path: Path, flags: pd.DataFrame, polygons: dict[tuple[str, str], Any]) -> Path:
-    """Write the flag table with each target's polygon (EPSG:4326; layer ``flags``) atomically.
+def worst_verdict(verdicts: Iterable[str]) -> Verdict:
+    """The most alarming of a farm's verdicts (:data:`SEVERITY`; ``not_computable`` if none)."""
+    known = [v for v in verdicts if v in SEVERITY]
+    return min(known, key=SEVERITY.index) if known else "not_computable"  # type: ignore[return-value]
 
-    Object columns are written as text (GeoPackage has no mixed-type columns); a target
-    without a polygon gets an empty geometry.
+
+def _number(value: Any) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return out if math.isfinite(out) else math.nan
+
+
+def _patch_list(value: Any) -> list[str]:
+    """The patch ids of a flag row's ``patch_ids`` (a JSON list; ``[]`` when missing)."""
+    return json.loads(value) if isinstance(value, str) and value.startswith("[") else []
+
+
+def _cue_group(cue: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`CUE_GROUP` columns of one cue of a farm (empty / NaN / False when absent)."""
+    verdict = str(row.get("verdict") or "")
+    out: dict[str, Any] = {f"{cue}_verdict": verdict, f"{cue}_method": str(row.get("method") or "")}
+    for name in ("enrichment", "effect", "logit_change", "placebo_logit_change"):
+        out[f"{cue}_{name}"] = _number(row.get(name))
+    out[f"{cue}_flagged"] = verdict in ("confirmed", "unconfirmed")
+    out[f"{cue}_confirmed"] = verdict == "confirmed"
+    return out
+
+
+def farm_row(rows: Sequence[Mapping[str, Any]], cues: Sequence[str]) -> dict[str, Any]:
+    """One farm of the farm table from its flag rows (one per cue)."""
+    by_cue = {str(r["cue"]): r for r in rows}
+    verdict = worst_verdict(str(r["verdict"]) for r in rows)
+    worst = [r for r in rows if r["verdict"] == verdict]
+    present = verdict not in ("cue_absent", "not_computable")
+    worst_cue = max(worst, key=lambda r: np.nan_to_num(_number(r.get("enrichment")), nan=-1.0))
+    patch_ids = _patch_list(rows[0].get("patch_ids"))
+    out: dict[str, Any] = {
+        "target": rows[0]["target"],
+        "target_id": rows[0]["target_id"],
+        "verdict": verdict,
+        "worst_cue": str(worst_cue["cue"]) if present else "",
+        "n_patches": len(patch_ids),
+        "patch_ids": ", ".join(patch_ids),
+    }
+    for cue in cues:
+        out.update(_cue_group(cue, by_cue.get(cue, {})))
+    return out
+
+
+def farm_table(flags: pd.DataFrame) -> pd.DataFrame:
+    """The farm table (``audit/flags.gpkg``): one row per farm target with its worst verdict
+    and one :data:`CUE_GROUP` per cue (:func:`farm_columns`), from the flag table.
+
+    Numbers are floats (NaN where missing), ``*_flagged`` / ``*_confirmed`` booleans, the rest
+    text: nothing is JSON.
     """
-    geoms = [polygons.get((k, t)) for k, t in zip(flags["target"], flags["target_id"], strict=True)]
-    gdf = gpd.GeoDataFrame(flags.copy(), geometry=geoms, crs="EPSG:4326")
-    for col in gdf.columns:
-        if col != "geometry" and gdf[col].dtype == object:
-            gdf[col] = gdf[col].astype(str)
+    cues = sorted(flags["cue"].astype(str).unique()) if not flags.empty else []
+    columns = list(farm_columns(cues))
+    rows = [
+        farm_row(group.to_dict(orient="records"), cues)
+        for _, group in (flags.groupby(["target", "target_id"], sort=True) if cues else [])
+    ]
+    table = pd.DataFrame(rows, columns=columns)
+    for col in columns:
+        if col.endswith(("_flagged", "_confirmed")):
+            table[col] = table[col].astype(bool)
+        elif col == "n_patches":
+            table[col] = table[col].astype("int64")
+        elif col.endswith(("_enrichment", "_effect", "_logit_change")):
+            table[col] = table[col].astype("float64")
+    return table
+
+
+def write_flags_gpkg(path: Path, farms: pd.DataFrame, polygons: dict[tuple[str, str], Any]) -> Path:
+    """Write the farm table with each farm's polygon (EPSG:4326; layer ``flags``) atomically,
+    and its QGIS style (colour by verdict) beside it.
+
+    A farm without a polygon gets an empty geometry.
+    """
+    geoms = [polygons.get((k, t)) for k, t in zip(farms["target"], farms["target_id"], strict=True)]
+    gdf = gpd.GeoDataFrame(farms.copy(), geometry=geoms, crs="EPSG:4326")
     with atomic_path(path) as tmp:
         gdf.to_file(tmp, layer="flags", driver="GPKG")
+    write_style(path, flags_style())
     return path
+
+
+def _g(value: float, digits: int = 2) -> str:
+    """A number for a sentence: ``47x``-style magnitudes keep ``digits`` significant figures."""
+    if not math.isfinite(value):
+        return "n/a"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}"
+
+
+def _flag_words(row: Mapping[str, Any], audit: AuditConfig) -> str:
+    enrichment, effect = _number(row.get("enrichment")), _number(row.get("effect"))
+    method = str(row.get("method") or "")
+    e_ok = math.isfinite(enrichment) and enrichment >= audit.enrichment_threshold
+    f_ok = math.isfinite(effect) and effect >= audit.min_effect
+    e_op, f_op = (">=" if e_ok else "<"), (">=" if f_ok else "<")
+    rule = (
+        f"enrichment {_g(enrichment)}x {e_op} {_g(audit.enrichment_threshold)} and effect "
+        f"{_g(effect)} {f_op} {_g(audit.min_effect)} ({method})"
+    )
+    return ("flagged: " if e_ok and f_ok else "not flagged: ") + rule
+
+
+def _moved_words(row: Mapping[str, Any], audit: AuditConfig) -> list[str]:
+    cue = str(row.get("cue"))
+    dz, dp = _number(row.get("logit_change")), _number(row.get("prob_change"))
+    iou = _number(row.get("mask_iou"))
+    fell = "fell" if dz < 0 else "rose"
+    parts = []
+    if math.isfinite(dz):
+        op = ">=" if abs(dz) >= audit.counterfactual_logit else "<"
+        parts.append(
+            f"log-odds {fell} {_g(abs(dz))} when the {cue} was removed "
+            f"(|change| {op} {_g(audit.counterfactual_logit)})"
+        )
+    if math.isfinite(dp):
+        op = ">=" if abs(dp) >= audit.counterfactual_threshold else "<"
+        parts.append(
+            f"probability {_g(_number(row.get('prob')))} -> {_g(_number(row.get('prob_cf')))} "
+            f"(|change| {op} {_g(audit.counterfactual_threshold)})"
+        )
+    if "mask_iou" in str(row.get("moved_by") or ""):
+        parts.append(f"predicted mask IoU {_g(iou)} <= {_g(audit.counterfactual_iou)}")
+    return parts
+
+
+def _placebo_words(row: Mapping[str, Any], audit: AuditConfig) -> str:
+    if not int(_number(row.get("placebo_replaced")) or 0):
+        return "no placebo fitted beside the farm, so the control was not applied"
+    pz = _number(row.get("placebo_logit_change"))
+    specific = str(row.get("specific")).lower() == "true"
+    verb = "only " if specific else ""
+    return (
+        f"the placebo (same blobs turned onto plain background) moved the log-odds {verb}"
+        f"{_g(abs(pz))}"
+        + (
+            ""
+            if specific
+            else f", too close to the cue's effect (needs {_g(audit.placebo_ratio)}x)"
+        )
+    )
+
+
+def verdict_in_words(row: Mapping[str, Any], audit: AuditConfig) -> str:
+    """The rule that produced a flag row's verdict, with its numbers, as one sentence.
+
+    E.g. ``flagged: enrichment 47x >= 2 and effect 0.26 >= 0.05 (integrated_gradients);
+    confirmed: log-odds fell 5.4 when the snow was removed (|change| >= 1); the placebo ...
+    moved the log-odds only 0.0001``.
+
+    Args:
+        row: A row of the flag table (:data:`FLAG_COLUMNS`).
+        audit: The thresholds the audit ran with.
+    """
+    cue, verdict = str(row.get("cue")), str(row.get("verdict"))
+    if verdict == "not_computable":
+        return f"{cue} could not be computed: {row.get('reason') or 'no reason recorded'}"
+    if verdict == "cue_absent":
+        return f"no {cue} outside the farm on its patches, nothing to lean on"
+    words = _flag_words(row, audit)
+    if verdict == "not_flagged":
+        return words
+    if str(row.get("cf_status")) != "ok":
+        reason = row.get("cf_reason") or "no counterfactual ran"
+        return f"{words}; not confirmed: {reason}"
+    moved = "; ".join(_moved_words(row, audit))
+    placebo = _placebo_words(row, audit)
+    head = "confirmed" if verdict == "confirmed" else "not confirmed"
+    return f"{words}; {head}: {moved}; {placebo}"
 
 
 def finite_or_none(value: float) -> float | None:

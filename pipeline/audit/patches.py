@@ -28,6 +28,7 @@ from pipeline.errors import AuditError, MissingArtifactError, RasterError
 from pipeline.geo.masks import geometries_mask
 from pipeline.geo.raster import Grid, read_raster
 from pipeline.paths import RunPaths
+from pipeline.tables import Columns
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +55,14 @@ FARM_TARGETS: dict[str, FarmLayer] = {
 }
 
 #: Columns of ``audit/cues.csv`` (one row per patch and cue; see :func:`cue_rows`).
-CUE_COLUMNS: tuple[str, ...] = (
-    "patch_id",
-    "cue",
-    "status",
-    "source",
-    "pixel_share",
-    "pixels",
-    "reason",
+CUE_COLUMNS = Columns(
+    ("patch_id", "the patch"),
+    ("cue", "snow, cloud, water or an analyst cue"),
+    ("status", "computed or not_computable"),
+    ("source", "where the cue mask came from (SCL classes, a spectral test, an analyst file)"),
+    ("pixel_share", "share of the patch's valid pixels that are cue (0-1)"),
+    ("pixels", "cue pixels (-1: not computable)"),
+    ("reason", "why the cue could not be computed"),
 )
 
 #: ``(target kind, target id) -> shapely geometry`` in EPSG:4326.

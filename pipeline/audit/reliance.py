@@ -27,22 +27,25 @@ from pipeline.audit.cues import CueMask
 from pipeline.audit.flags import FLAG_STATISTICS, is_flagged
 from pipeline.bands import BAND_GROUPS, BANDS
 from pipeline.config.audit import AuditConfig
+from pipeline.tables import Columns
 
 #: ``(target kind, target id, method, cue)``: what statistics are pooled by (id ``*``: a run).
 StatKey = tuple[str, str, str, str]
 
 #: Columns of a pooled row (:func:`pooled_row`), the rows of ``audit/run_flags.csv``.
-POOLED_COLUMNS: tuple[str, ...] = (
-    "target",
-    "target_id",
-    "method",
-    "cue",
-    "patch_ids",
-    "n_patches",
-    "computable",
-    "cue_present",
-    "reason",
-    *FLAG_STATISTICS,
+POOLED_COLUMNS = (
+    Columns(
+        ("target", "kind of target (label_farms, predicted_mask, ...)"),
+        ("target_id", "the farm's id; * for a whole run"),
+        ("method", "attribution method"),
+        ("cue", "snow, cloud, water or an analyst cue"),
+        ("patch_ids", "patches pooled (JSON list)"),
+        ("n_patches", "number of patches pooled"),
+        ("computable", "the cue could be computed on those patches"),
+        ("cue_present", "cue pixels exist outside the farms there"),
+        ("reason", "why the cue is not computable"),
+    )
+    + FLAG_STATISTICS
 )
 
 

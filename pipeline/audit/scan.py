@@ -35,6 +35,7 @@ from pipeline.audit.reliance import (
 )
 from pipeline.config import RunConfig
 from pipeline.paths import RunPaths
+from pipeline.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +114,15 @@ def scan_patches(
         MissingArtifactError: a patch image is missing.
     """
     scan = Scan()
-    for pid, rows in index.groupby("patch_id", sort=True):
-        p = load_patch(paths, cfg, str(pid), analyst)
-        scan.patches[p.patch_id] = p
-        scan.cues += cue_rows(p)
-        for _, row in rows.iterrows():
-            measure_map(row, p, polygons, paths, cfg, scan)
+    groups = index.groupby("patch_id", sort=True)
+    with Progress("audit: measuring attributions", groups.ngroups, "patches") as progress:
+        for pid, rows in groups:
+            p = load_patch(paths, cfg, str(pid), analyst)
+            scan.patches[p.patch_id] = p
+            scan.cues += cue_rows(p)
+            for _, row in rows.iterrows():
+                measure_map(row, p, polygons, paths, cfg, scan)
+            progress.update()
     for reason, n in scan.skipped.items():
         log.warning("skipped %d attribution rows: %s", n, reason)
     return scan

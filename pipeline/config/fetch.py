@@ -56,7 +56,8 @@ class FetchConfig(Section):
         double_correction_warn: Warn when more than this share of vegetation pixels would be
             at or below zero reflectance in B02/B03/B04 after the offset (an offset applied to
             already corrected data).
-        progress: Show a progress bar (rate and ETA) on a terminal.
+        progress: Show a progress bar (rate and ETA) on a terminal (log lines with counts and
+            ETA are written either way when stderr is not a terminal).
     """
 
     catalog: str

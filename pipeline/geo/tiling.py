@@ -27,6 +27,7 @@ from pipeline.errors import PipelineError
 from pipeline.geo.masks import BandMoments, farms_on_grid, grid_footprint_lonlat, rasterize_mask
 from pipeline.geo.raster import read_patch, write_cog
 from pipeline.geo.splits import SPLITS, SplitAssignment
+from pipeline.geo.styles import MASK_ENCODING, MASK_NODATA, mask_style, write_style
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +110,12 @@ def tile_patch(task: PatchTask, farms: gpd.GeoDataFrame) -> PatchResult:
         mask[None],
         grid,
         band_names=("farm",),
-        nodata=None,
+        nodata=MASK_NODATA,
         overview_resampling="nearest",
         tags={"patch_id": task.patch_id, "all_touched": task.all_touched},
+        encoding=MASK_ENCODING,
     )
+    write_style(task.mask_out, mask_style("farm (label)"))
     left, bottom, right, top = grid.bounds
     pixels = int(mask.sum())
     epsg = grid.crs.to_epsg()

@@ -58,11 +58,11 @@ def labels_to_polygons(
     n = int(labels.max(initial=0))
     index = np.arange(1, n + 1)
     pixels = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    if prob is not None and n:
-        mean_prob = np.asarray(ndimage.mean(prob, labels, index), np.float64)
-        max_prob = np.asarray(ndimage.maximum(prob, labels, index), np.float64)
-    else:
-        mean_prob = max_prob = np.full(n, np.nan)
+    mean_prob, max_prob = np.full(n, np.nan), np.full(n, np.nan)
+    present = pixels > 0  # labels 1..n need not all occur (a caller may have dropped some)
+    if prob is not None and present.any():
+        mean_prob[present] = ndimage.mean(prob, labels, index[present])
+        max_prob[present] = ndimage.maximum(prob, labels, index[present])
     geoms: dict[int, list] = {}
     for geom, value in rasterio.features.shapes(
         labels, mask=labels > 0, transform=grid.transform, connectivity=4

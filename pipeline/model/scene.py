@@ -17,6 +17,7 @@ from rasterio.crs import CRS
 
 from pipeline.errors import RasterError
 from pipeline.geo.raster import read_raster
+from pipeline.geo.styles import mask_style, probability_style, write_style
 from pipeline.model.polygons import mask_to_polygons, to_wgs84, write_polygons
 from pipeline.model.scoring import ScoringRules
 from pipeline.model.window import (
@@ -48,10 +49,21 @@ class PredictJob:
     tags: dict[str, Any] = field(default_factory=dict)
 
     def probability(self, src: Path, dst: Path) -> RasterPrediction:
-        """Write the probability COG of ``src`` to ``dst`` (see :func:`predict_raster`)."""
-        return predict_raster(
+        """Write the probability COG of ``src`` to ``dst`` (see :func:`predict_raster`) and
+        its QGIS style."""
+        info = predict_raster(
             src, dst, self.predictor, self.spec, expected_crs=self.expected_crs, tags=self.tags
         )
+        write_style(dst, probability_style())
+        return info
+
+    @staticmethod
+    def mask(prob: Path, dst: Path, threshold: float) -> int:
+        """Write the mask COG of probability raster ``prob`` (see :func:`threshold_raster`) and
+        its QGIS style; returns its positive pixels."""
+        positives = threshold_raster(prob, dst, threshold)
+        write_style(dst, mask_style("farm (predicted)"))
+        return positives
 
 
 def predict_scene(src: Path, paths: RunPaths, job: PredictJob, rules: ScoringRules) -> int:
@@ -75,7 +87,7 @@ def predict_scene(src: Path, paths: RunPaths, job: PredictJob, rules: ScoringRul
         )
     prob_path, mask_path = paths.raster_probability(src.stem), paths.raster_mask(src.stem)
     info = job.probability(src, prob_path)
-    threshold_raster(prob_path, mask_path, rules.threshold)
+    job.mask(prob_path, mask_path, rules.threshold)
     prob, grid, _ = read_raster(prob_path)
     pred = np.nan_to_num(prob[0], nan=0.0) >= rules.threshold
     polys, _ = mask_to_polygons(

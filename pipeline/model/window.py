@@ -34,7 +34,8 @@ from rasterio.windows import Window
 from torch import nn
 
 from pipeline.errors import GeoMismatchError, ModelError, RasterError
-from pipeline.geo.raster import COG_OPTIONS, Grid
+from pipeline.geo.raster import COG_OPTIONS, BandEncoding, Grid
+from pipeline.geo.styles import MASK_ENCODING, MASK_NODATA
 from pipeline.io import atomic_path
 from pipeline.model.io import ModelMeta, check_bands, normalize
 
@@ -199,10 +200,12 @@ def streaming_cog(
     nodata: float | None,
     tags: Mapping[str, Any] | None = None,
     overview_resampling: str | None = None,
+    encoding: BandEncoding | None = None,
 ) -> Iterator[rasterio.io.DatasetWriter]:
     """A one-band raster to write by windows; becomes a COG at ``path`` atomically on exit.
 
-    Yields a rasterio dataset (tiled GeoTIFF in a temporary folder beside ``path``).
+    Yields a rasterio dataset (tiled GeoTIFF in a temporary folder beside ``path``); its band
+    gets ``encoding`` (colour table, band metadata) when given.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,6 +229,8 @@ def streaming_cog(
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.set_band_description(1, band_name)
             dst.update_tags(**{k: str(v) for k, v in (tags or {}).items()})
+            if encoding is not None:
+                encoding.apply(dst)
             yield dst
         options = dict(COG_OPTIONS)
         if overview_resampling:
@@ -288,9 +293,20 @@ def check_input(
 def _read_window(
     src: rasterio.io.DatasetReader, y: int, x: int, window: int
 ) -> tuple[np.ndarray, int, int]:
-    """Read ``window`` square at ``(y, x)``; pad by reflection to full size when clipped."""
+    """Read ``window`` square at ``(y, x)``; pad by reflection to full size when clipped.
+
+    Raises:
+        RasterError: the block cannot be read (a truncated or corrupt file).
+    """
     h, w = min(window, src.height - y), min(window, src.width - x)
-    data = src.read(window=Window(x, y, w, h))
+    try:
+        data = src.read(window=Window(x, y, w, h))
+    except rasterio.errors.RasterioError as err:
+        raise RasterError(
+            f"cannot read {src.name} (rows {y}-{y + h}, columns {x}-{x + w}): {err}. The file "
+            "is truncated or corrupt: delete it and re-run the stage that wrote it (`make "
+            "fetch` for a patch), then predict again"
+        ) from err
     if (h, w) != (window, window):
         pad = ((0, 0), (0, window - h), (0, window - w))
         data = np.pad(data, pad, mode="reflect") if min(h, w) > 1 else np.pad(data, pad, "edge")
@@ -376,6 +392,8 @@ def threshold_raster(
 ) -> int:
     """Write the uint8 ``mask`` COG (1 where probability >= ``threshold``; NaN -> 0) by blocks.
 
+    The mask carries the farm palette and nodata of :data:`pipeline.geo.styles.MASK_ENCODING`.
+
     Returns:
         Number of positive pixels.
     """
@@ -387,9 +405,10 @@ def threshold_raster(
             grid,
             dtype="uint8",
             band_name="mask",
-            nodata=None,
+            nodata=MASK_NODATA,
             tags={**(tags or {}), "threshold": threshold},
             overview_resampling="nearest",
+            encoding=MASK_ENCODING,
         ) as dst:
             for top in range(0, src.height, MASK_BLOCK_ROWS):
                 n = min(MASK_BLOCK_ROWS, src.height - top)

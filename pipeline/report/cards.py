@@ -1,24 +1,34 @@
-"""Farm cards and headline numbers of the report, built from the audit's tables.
+"""Farm cards and the headline of the report, built from the audit's tables.
 
-Which farms get a card and in what order (:func:`card_order`), which patch a card shows
-(:func:`card_patches`), its pictures (:func:`patch_figures`, :func:`attribution_figures`)
-and the summary tiles (:func:`summary_numbers`). Nothing here reads files: patches and
-attribution maps come in as arrays.
+Which farms get a card and in what order (:func:`card_order`, on the farm table of
+``audit/flags.gpkg``), which patch a card shows (:func:`card_patches`), its pictures
+(:func:`card_views`), the words of its verdicts and the one-sentence answer at the top of the
+page (:func:`answer`). Nothing here reads files: patches and attribution maps come in as arrays.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipeline.audit.flags import SEVERITY, run_summary
+from pipeline.attribution.methods import METHODS
+from pipeline.audit.flags import SEVERITY, run_summary, verdict_in_words
 from pipeline.audit.patches import PatchData
-from pipeline.report import images as img
-from pipeline.report.html import Card, Figure
+from pipeline.config.audit import AuditConfig
+from pipeline.geo.styles import ramp_limit
+from pipeline.report import images
+from pipeline.report.html import Card, CardViews, ColourBar, Figure
+
+#: Pixels (about) of a card's large pictures and of its thumbnails (patches are enlarged by
+#: a whole factor, nearest, so outlines stay crisp).
+BIG_PX, SMALL_PX = 512, 256
+
+#: Verdicts that mean the cue is there to lean on.
+PRESENT = ("confirmed", "unconfirmed", "not_flagged")
 
 
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -29,38 +39,46 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-def card_rank(verdicts: list[str]) -> str:
-    """The most alarming of a target's verdicts (:data:`SEVERITY`; ``not_computable`` if none)."""
-    known = [v for v in verdicts if v in SEVERITY]
-    return min(known, key=SEVERITY.index) if known else "not_computable"
+def cues_of(farms: pd.DataFrame) -> list[str]:
+    """The cues of a farm table (its ``<cue>_verdict`` columns), in table order."""
+    return [c.removesuffix("_verdict") for c in farms.columns if c.endswith("_verdict")]
 
 
-def card_order(flags: pd.DataFrame) -> list[tuple[tuple[str, str], pd.DataFrame]]:
-    """The flag table's farm targets, most alarming first, then by their highest enrichment.
+def concern(row: Mapping[str, Any], cues: Sequence[str]) -> tuple[int, float]:
+    """Sort key of a farm: its verdict's rank in :data:`SEVERITY`, then minus its highest
+    enrichment over the cues present (most alarming first)."""
+    verdict = str(row["verdict"])
+    rank = SEVERITY.index(verdict) if verdict in SEVERITY else len(SEVERITY)  # type: ignore[arg-type]
+    values = [
+        float(row[f"{c}_enrichment"])
+        for c in cues
+        if row.get(f"{c}_verdict") in PRESENT and np.isfinite(float(row[f"{c}_enrichment"]))
+    ]
+    return rank, -max(values, default=0.0)
 
-    Returns:
-        ``((target kind, target id), the target's flag rows)`` per farm target.
-    """
-    if flags.empty:
+
+def card_order(farms: pd.DataFrame) -> list[dict[str, Any]]:
+    """The farm table's rows, most alarming first: confirmed, then unconfirmed flags, then
+    the rest, each by highest enrichment."""
+    if farms.empty:
         return []
-    return sorted(
-        flags.groupby(["target", "target_id"]),
-        key=lambda kv: (
-            SEVERITY.index(card_rank(kv[1]["verdict"].astype(str).tolist())),
-            -float(np.nan_to_num(kv[1]["enrichment"].astype(float).max(), nan=0.0)),
-        ),
-    )
+    cues = cues_of(farms)
+    rows = farms.to_dict(orient="records")
+    return sorted(rows, key=lambda r: concern(r, cues))
 
 
-def capped_notes(flags: pd.DataFrame, max_cards: int) -> list[str]:
-    """A note for the page when there are more farm targets than ``max_cards`` cards."""
-    if flags.empty:
-        return []
-    if len(set(zip(flags["target"], flags["target_id"], strict=True))) <= max_cards:
+def anchor(kind: str, target_id: str) -> str:
+    """The HTML id of a farm's card."""
+    return "card-" + "".join(ch if ch.isalnum() else "-" for ch in f"{kind}-{target_id}")
+
+
+def capped_notes(n_farms: int, max_cards: int) -> list[str]:
+    """A note for the page when there are more farms than ``max_cards`` cards."""
+    if n_farms <= max_cards:
         return []
     return [
-        f"Only the {max_cards} most alarming farm cards are shown "
-        "(report.max_cards); flags.csv has them all."
+        f"Cards are shown for the {max_cards} most alarming of {n_farms} farms "
+        "(report.max_cards); the tables below and audit/flags.gpkg have them all."
     ]
 
 
@@ -70,40 +88,16 @@ def card_patches(rows: pd.DataFrame) -> tuple[str, list[str]]:
     The shown patch is the counterfactual's main patch, else the first of the farm's patches
     (``""`` when there is none).
     """
-    cf_patches = [json.loads(v) for v in rows["cf_patch"].dropna().astype(str)]
+    cf_patches = [json.loads(v) for v in rows["cf_patch"].dropna().astype(str) if v.startswith("[")]
     patch_ids = json.loads(str(rows["patch_ids"].iloc[0])) if "patch_ids" in rows else []
     shown = [*(c[0] for c in cf_patches if c), *patch_ids]
     return (shown[0] if shown else ""), patch_ids
 
 
-def _figure(caption: str, rgb: np.ndarray) -> Figure:
-    return Figure(caption, img.data_uri(img.png(rgb)))
-
-
-def patch_figures(p: PatchData, target: np.ndarray | None) -> list[Figure]:
-    """RGB, label and target, prediction and cue overlays of one patch.
-
-    Args:
-        p: The patch.
-        target: ``(H, W)`` bool target mask on it (``None``: none drawn).
-    """
-    rgb = img.rgb_composite(p.image, p.bands)
-    cues = {n: c.mask for n, c in p.cues.items() if c.mask is not None}
-    return [
-        _figure("RGB", rgb),
-        _figure("label (yellow) / target", img.overlay(rgb, {"label": p.labels, "target": target})),
-        _figure("prediction", img.overlay(rgb, {"prediction": p.predicted})),
-        _figure(
-            "cues: " + ", ".join(cues) if cues else "cues: none computable",
-            img.overlay(rgb, cues),
-        ),
-    ]
-
-
 def attribution_maps(index: pd.DataFrame, pid: str, key: tuple[str, str]) -> list[tuple[str, str]]:
     """``(method, raster path relative to the run)`` of a farm's maps on patch ``pid``.
 
-    Sorted by method (the order of the card's pictures).
+    Sorted by method.
     """
     kind, tid = key
     sel = index[
@@ -112,52 +106,199 @@ def attribution_maps(index: pd.DataFrame, pid: str, key: tuple[str, str]) -> lis
     return [(str(r["method"]), str(r["path"])) for _, r in sel.sort_values("method").iterrows()]
 
 
-def attribution_figures(maps: Sequence[tuple[str, np.ndarray]]) -> tuple[list[Figure], float]:
-    """One picture per ``(method, (H, W) aggregate map)`` and the largest colour scale used.
+def units(method: str) -> str:
+    """What an attribution map's values are, for its colour bar."""
+    spec = METHODS.get(method)
+    if spec is None or spec.reduction == "max_abs":
+        return "|d logit / d input|, largest over the bands (logit per unit of normalized input)"
+    if spec.reduction == "sum_abs":
+        return "|contribution| to the farm's summed logit, summed over bands (logit units)"
+    return "contribution to the farm's summed logit, summed over the bands (logit units)"
 
-    Returns:
-        ``(figures, scale)``; ``scale`` is 0 without maps (:func:`images.attribution_rgb`).
+
+def is_signed(method: str) -> bool:
+    """Whether a method's aggregate map has a meaningful sign (unknown methods: yes)."""
+    spec = METHODS.get(method)
+    return True if spec is None else spec.signed
+
+
+def _outlines(p: PatchData, target: np.ndarray | None) -> list[images.Outline]:
+    cues = [images.Outline(c.mask, name) for name, c in p.cues.items() if c.mask is not None]
+    return [
+        *cues,
+        images.Outline(p.predicted, "prediction"),
+        *([images.Outline(target, "target")] if target is not None else []),
+    ]
+
+
+def card_views(
+    p: PatchData,
+    target: np.ndarray | None,
+    maps: Sequence[tuple[str, np.ndarray]],
+    focus: str,
+) -> CardViews:
+    """The pictures of a farm card.
+
+    Args:
+        p: The patch shown.
+        target: ``(H, W)`` bool farm mask on it (``None``: not drawn).
+        maps: ``(method, (H, W) aggregate map)`` of the farm on this patch.
+        focus: The method of the card's verdict (shown large with a colour bar); the first
+            map when it has none.
     """
-    figures, limit = [], 0.0
-    for method, aggregate in maps:
-        rgb, scale = img.attribution_rgb(aggregate)
-        limit = max(limit, scale)
-        figures.append(_figure(f"{method} (±{scale:.2g})", rgb))
-    return figures, limit
+    rgb = images.rgb_composite(p.image, p.bands)
+    lines = _outlines(p, target)
+    side = max(rgb.shape[:2])
+    big, small = max(1, round(BIG_PX / side)), max(1, round(SMALL_PX / side))
+    plain = Figure(
+        "true colour (B04 B03 B02)", images.jpeg_uri(images.view(rgb, outlines=lines, factor=big))
+    )
+    ordered = sorted(maps, key=lambda m: m[0] != focus)
+    main, bar, others = None, None, []
+    for i, (method, values) in enumerate(ordered):
+        signed, limit = is_signed(method), ramp_limit(values)
+        if i == 0:
+            pic = images.view(rgb, outlines=lines, attribution=(values, signed, limit), factor=big)
+            main = Figure(f"{method} over true colour", images.jpeg_uri(pic))
+            low = -limit if signed else 0.0
+            bar = ColourBar(images.colourbar_css(signed), low, limit, units(method), method)
+        else:
+            thumb = images.view(
+                rgb, outlines=lines, attribution=(values, signed, limit), factor=small
+            )
+            sign = "±" if signed else "0-"
+            others.append(Figure(f"{method} ({sign}{limit:.2g})", images.jpeg_uri(thumb)))
+    return CardViews(plain, main, bar, others)
+
+
+def focus_method(farm: Mapping[str, Any]) -> str:
+    """The method behind a farm's verdict: that of its worst cue (``""`` without one)."""
+    cue = farm.get("worst_cue") or ""
+    return str(farm.get(f"{cue}_method") or "") if cue else ""
+
+
+def verdict_lines(rows: pd.DataFrame, audit: AuditConfig) -> tuple[list[tuple[str, str, str]], str]:
+    """Per cue present: ``(cue, verdict, the rule in words)``, most alarming first; and one
+    line for the cues that are absent or not computable."""
+    present, missing = [], []
+    for row in rows.to_dict(orient="records"):
+        verdict = str(row["verdict"])
+        if verdict in PRESENT:
+            present.append((str(row["cue"]), verdict, verdict_in_words(row, audit)))
+        else:
+            missing.append(verdict_in_words(row, audit))
+    present.sort(key=lambda t: SEVERITY.index(t[1]))  # type: ignore[arg-type]
+    return present, "; ".join(missing)
 
 
 def make_card(
-    key: tuple[str, str], rows: pd.DataFrame, pid: str, patch_ids: list[str], figures: list[Figure]
+    rank: int,
+    farm: Mapping[str, Any],
+    rows: pd.DataFrame,
+    views: CardViews | None,
+    links: Sequence[tuple[str, str]],
+    audit: AuditConfig,
 ) -> Card:
-    """The card of farm target ``key`` with its flag ``rows`` (one per cue)."""
-    kind, tid = key
-    verdict = card_rank(rows["verdict"].astype(str).tolist())
-    subtitle = f"patch {pid or '–'} · patches {', '.join(patch_ids) or '–'}"
-    return Card(f"{kind} {tid}", verdict, subtitle, figures, records(rows))
+    """The card of one farm.
+
+    Args:
+        rank: Its place in the ranking (1 = most alarming).
+        farm: Its row of the farm table.
+        rows: Its rows of the flag table (one per cue).
+        views: Its pictures (``None`` when its patch could not be shown).
+        links: ``(label, href relative to report/)`` of its files.
+        audit: The audit thresholds (for the verdicts in words).
+    """
+    kind, tid = str(farm["target"]), str(farm["target_id"])
+    lines, missing = verdict_lines(rows, audit)
+    return Card(
+        anchor=anchor(kind, tid),
+        rank=rank,
+        title=farm_label(kind, tid),
+        verdict=str(farm["verdict"]),
+        cue=str(farm.get("worst_cue") or ""),
+        lines=lines,
+        missing=missing,
+        views=views,
+        rows=records(rows),
+        links=list(links),
+        subtitle=f"patches {farm.get('patch_ids') or '–'}",
+    )
 
 
-def colour_limit(limits: Sequence[float]) -> float:
-    """The attribution colour ramp's half range: the largest positive card scale, else 1."""
-    return max([lim for lim in limits if lim > 0], default=1.0)
+def farm_label(kind: str, target_id: str) -> str:
+    """``label farm w12``, ``predicted farm p3_001``: a farm as the page names it."""
+    return f"{kind.replace('_', ' ').removesuffix('s')} {target_id}"
 
 
-def summary_numbers(flags: pd.DataFrame, n_patches: int) -> dict[str, Any]:
-    """Headline counts for the summary tiles (farm targets, flagged, confirmed, ...)."""
-    if flags.empty:
-        return {
-            "targets": 0,
-            "flagged": 0,
-            "confirmed": 0,
-            "not_computable": 0,
-            "patches": n_patches,
-            "per_cue": {},
-        }
-    by_target = flags.groupby(["target", "target_id"])["verdict"]
+def ranking_row(rank: int, farm: Mapping[str, Any]) -> dict[str, Any]:
+    """A row of the ranking table (:data:`pipeline.report.html.RANK_TABLE`): the farm, its
+    worst verdict and the numbers of the cue behind it (NaN without one)."""
+    kind, tid, cue = str(farm["target"]), str(farm["target_id"]), str(farm.get("worst_cue") or "")
+    numbers = ("enrichment", "effect", "logit_change", "placebo_logit_change")
+    row: dict[str, Any] = {
+        "rank": rank,
+        "farm": farm_label(kind, tid),
+        "anchor": anchor(kind, tid),
+        "verdict": farm["verdict"],
+        "cue": cue,
+    }
+    for name in numbers:
+        value = float(farm[f"{cue}_{name}"]) if cue else float("nan")
+        row[name] = value if np.isfinite(value) else None
+    return row
+
+
+def _farms(n: int) -> str:
+    return f"{n} farm" if n == 1 else f"{n} farms"
+
+
+def answer(farms: pd.DataFrame) -> str:
+    """The page's one-sentence answer: on which cues the model leans, for how many farms.
+
+    Counted per cue over the farms that have the cue nearby (its verdict is one of
+    :data:`PRESENT`); "leans" means confirmed by removing the cue.
+    """
+    if farms.empty:
+        return "No farm was audited: the audit found no farm target to explain."
+    cues = cues_of(farms)
+    leaning, tested = [], []
+    for cue in cues:
+        verdicts = farms[f"{cue}_verdict"]
+        near = int(verdicts.isin(PRESENT).sum())
+        confirmed = int((verdicts == "confirmed").sum())
+        tested += [cue] if near else []
+        if confirmed:
+            leaning.append(f"on {cue} for {confirmed} of the {_farms(near)} that have {cue} nearby")
+    unconfirmed = int((farms["verdict"] == "unconfirmed").sum())
+    if leaning:
+        text = "The model leans " + " and ".join(leaning) + " (confirmed by removing it)."
+        if unconfirmed:
+            text += (
+                f" Attribution also pointed at a cue on {_farms(unconfirmed)} more, which "
+                "removing the cue did not confirm."
+            )
+        return text
+    flagged = (
+        f"attribution pointed at a cue on {_farms(unconfirmed)}, but removing the cue moved "
+        "none of them."
+        if unconfirmed
+        else "attribution flagged no farm."
+    )
+    return (
+        f"The model did not lean on the cues tested here ({', '.join(tested or cues)}): "
+        f"{flagged} See docs/shortcut-experiment.md for what a confirmed shortcut looks like."
+    )
+
+
+def summary_numbers(farms: pd.DataFrame, flags: pd.DataFrame, n_patches: int) -> dict[str, Any]:
+    """Headline counts: farms, flagged, confirmed, patches, and per cue (:func:`run_summary`)."""
+    if farms.empty:
+        return {"targets": 0, "flagged": 0, "confirmed": 0, "patches": n_patches, "per_cue": {}}
     return {
-        "targets": int(by_target.ngroups),
-        "flagged": int(by_target.apply(lambda v: v.isin(["confirmed", "unconfirmed"]).any()).sum()),
-        "confirmed": int(by_target.apply(lambda v: (v == "confirmed").any()).sum()),
-        "not_computable": int((flags["verdict"] == "not_computable").sum()),
+        "targets": len(farms),
+        "flagged": int(farms["verdict"].isin(["confirmed", "unconfirmed"]).sum()),
+        "confirmed": int((farms["verdict"] == "confirmed").sum()),
         "patches": n_patches,
         "per_cue": run_summary(flags),
     }

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.report import images as img
+from pipeline.report import images
 from pipeline.report.html import Figure
 
 
@@ -20,14 +20,14 @@ def enrichment_plot(run_flags: pd.DataFrame, threshold: float) -> Figure | None:
     if run_flags.empty or "enrichment" not in run_flags:
         return None
     labels = [f"{r.method}/{r.cue}/{r.target}" for r in run_flags.itertuples()]
-    png = img.bar_plot(
+    png = images.bar_plot(
         labels,
         run_flags["enrichment"].astype(float).tolist(),
         title="Enrichment of attribution on cues (pooled over patches)",
         ylabel="enrichment",
         line=threshold,
     )
-    return Figure("enrichment per run", img.data_uri(png))
+    return Figure("enrichment per run", images.data_uri(png))
 
 
 def randomization_plot(sanity: dict[str, Any]) -> Figure | None:
@@ -35,7 +35,7 @@ def randomization_plot(sanity: dict[str, Any]) -> Figure | None:
     mr = sanity.get("model_randomization", {})
     if not mr.get("methods"):
         return None
-    png = img.line_plot(
+    png = images.line_plot(
         {m: v["spearman"] for m, v in mr["methods"].items()},
         mr["steps"],
         title="Model randomization: rank correlation with original",
@@ -43,7 +43,7 @@ def randomization_plot(sanity: dict[str, Any]) -> Figure | None:
         ylabel="Spearman |maps|",
         hline=sanity.get("max_similarity"),
     )
-    return Figure("model randomization", img.data_uri(png))
+    return Figure("model randomization", images.data_uri(png))
 
 
 def curves_plot(curves: list[dict[str, Any]]) -> Figure | None:
@@ -54,14 +54,14 @@ def curves_plot(curves: list[dict[str, Any]]) -> Figure | None:
     sel = [c for c in curves if c["patch_id"] == first]
     series = {f"{c['method']} deletion": c["deletion"] for c in sel}
     series |= {f"{c['method']} insertion": c["insertion"] for c in sel}
-    png = img.line_plot(
+    png = images.line_plot(
         series,
         sel[0]["fractions"],
         title=f"Deletion / insertion curves ({first})",
         xlabel="fraction of superpixels",
         ylabel="target mean probability",
     )
-    return Figure("deletion and insertion", img.data_uri(png))
+    return Figure("deletion and insertion", images.data_uri(png))
 
 
 def build_plots(

@@ -69,8 +69,13 @@ def signer_for(provider: Provider) -> Signer:
         return _identity
 
     def sign(href: str) -> str:
-        import planetary_computer  # imported lazily: only PC runs need it
-
+        try:
+            import planetary_computer  # imported lazily: only PC runs need it
+        except ModuleNotFoundError as err:
+            raise FetchError(
+                "signing Planetary Computer asset URLs needs the 'planetary-computer' package; "
+                "install the extra: `pip install 'solarfarm-pipeline[planetary-computer]'`"
+            ) from err
         return str(planetary_computer.sign_url(href))
 
     return sign

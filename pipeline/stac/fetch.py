@@ -28,6 +28,13 @@ from pipeline.config.fetch import RUNTIME_FIELDS, FetchConfig
 from pipeline.errors import MissingArtifactError, PipelineError
 from pipeline.geo.gdal_env import gdal_env
 from pipeline.geo.raster import write_cog
+from pipeline.geo.styles import (
+    PATCH_ENCODING,
+    SCL_ENCODING,
+    patch_style,
+    scl_style,
+    write_style,
+)
 from pipeline.net import RetryPolicy
 from pipeline.paths import RunPaths
 from pipeline.stac.assets import Signer
@@ -52,6 +59,10 @@ INDEX_COLUMNS: Final[tuple[str, ...]] = (
     "clear_fraction",
     "snow_fraction",
 )
+#: Version of the patch files' layout, part of every patch digest: patches written by an older
+#: layout (no band scale, colour table or style) are fetched again rather than reused.
+PATCH_FORMAT: Final[int] = 2
+
 #: Errors that fail one patch (recorded) rather than the stage.
 PATCH_ERRORS = (PipelineError, RasterioError, requests.RequestException, OSError)
 
@@ -105,7 +116,7 @@ def output_settings(fc: FetchConfig) -> dict[str, Any]:
     """What changes the written patches: the fetch settings but :data:`RUNTIME_FIELDS`, and the
     :func:`catalog_stamp` of a local static catalog."""
     out = {k: v for k, v in fc.model_dump(mode="json").items() if k not in RUNTIME_FIELDS}
-    return {**out, "catalog_stamp": catalog_stamp(fc.catalog)}
+    return {**out, "catalog_stamp": catalog_stamp(fc.catalog), "format": PATCH_FORMAT}
 
 
 def open_source(fc: FetchConfig, provider: str) -> ItemSource:
@@ -257,25 +268,32 @@ class PatchFetcher:
     def write(
         self, spec: PatchSpec, image: np.ndarray, scl: np.ndarray, tags: dict[str, str]
     ) -> None:
-        """The patch's SCL ``(H, W)`` and 10-band ``(C, H, W)`` uint16 COGs on its grid."""
+        """The patch's SCL ``(H, W)`` and 10-band ``(C, H, W)`` uint16 COGs on its grid, each
+        with its GDAL encoding (reflectance scale; SCL colour table and class names) and its
+        QGIS style beside it."""
+        scl_path, image_path = self.paths.scl(spec.patch_id), self.paths.image(spec.patch_id)
         with gdal_env(**self.settings.gdal):  # single-threaded compression: patches in parallel
             write_cog(
-                self.paths.scl(spec.patch_id),
+                scl_path,
                 scl[None],
                 spec.grid,
                 band_names=["SCL"],
                 nodata=0,
                 tags=tags,
                 overview_resampling="nearest",
+                encoding=SCL_ENCODING,
             )
             write_cog(
-                self.paths.image(spec.patch_id),
+                image_path,
                 image,
                 spec.grid,
                 band_names=BANDS,
                 nodata=0,
                 tags=tags,
+                encoding=PATCH_ENCODING,
             )
+        write_style(scl_path, scl_style())
+        write_style(image_path, patch_style(image, BANDS))
 
 
 def index_frame(rows: Sequence[Row]) -> gpd.GeoDataFrame:

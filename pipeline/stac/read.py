@@ -18,14 +18,15 @@ from collections.abc import Mapping
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.io import DatasetReader
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
 
+from pipeline.errors import FetchError
 from pipeline.geo.gdal_env import gdal_env
 from pipeline.geo.raster import Grid
-from pipeline.net import RetryPolicy, call_with_retries
+from pipeline.net import RetryPolicy, call_with_retries, describe_error
 from pipeline.stac.http import is_transient
 
 
@@ -192,7 +193,8 @@ def read_band(
     """:func:`read_into_grid` inside the GDAL environment, retried on transient errors.
 
     Raises:
-        rasterio.errors.RasterioIOError: still failing after ``policy.retries`` retries.
+        FetchError: still failing after ``policy.retries`` retries (names ``what`` and
+            ``href``).
     """
 
     attempts = 0
@@ -208,4 +210,12 @@ def read_band(
         with gdal_env(**extra):
             return read_into_grid(href, grid, resampling, dtype, reuse=attempts == 1)
 
-    return call_with_retries(attempt, policy, what=what, retryable=is_transient)
+    try:
+        return call_with_retries(attempt, policy, what=what, retryable=is_transient)
+    except RasterioError as err:
+        raise FetchError(
+            f"cannot {what}: GDAL failed reading {href} after {policy.retries} retries "
+            f"({describe_error(err)}). Check that the URL answers (curl -I) and that asset "
+            "URLs are signed where the provider needs it (fetch.provider); re-run `make fetch` "
+            "(finished patches are reused)"
+        ) from err

@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import pystac
+import requests
 from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.errors import FetchError
-from pipeline.net import RetryPolicy, call_with_retries
+from pipeline.net import RetryPolicy, call_with_retries, describe_error
 from pipeline.stac.http import api_retry, is_transient
 from pipeline.stac.scene import item_datetime
 
@@ -134,14 +135,25 @@ class StacApiSource:
         """Search (all pages), retrying the whole search on transient failures.
 
         Raises:
-            pystac_client.exceptions.APIError: the API still fails after the retries.
+            FetchError: the API still fails after the retries (names the URL, the status and
+                the fix).
         """
-        return call_with_retries(
-            lambda: self._search_once(query),
-            self.policy,
-            what=f"STAC search at {self.url}",
-            retryable=is_transient,
-        )
+        from pystac_client.exceptions import APIError
+
+        try:
+            return call_with_retries(
+                lambda: self._search_once(query),
+                self.policy,
+                what=f"STAC search at {self.url}",
+                retryable=is_transient,
+            )
+        except (APIError, requests.RequestException, pystac.STACError) as err:
+            raise FetchError(
+                f"the STAC API at {self.url} failed ({describe_error(err)}) after "
+                f"{self.policy.retries} retries. Check that the service is up and that "
+                "fetch.catalog is its search endpoint's root; re-run `make fetch` later "
+                "(finished patches are reused), or raise fetch.retries / fetch.backoff_s"
+            ) from err
 
 
 class StaticCatalogSource:

@@ -8,14 +8,16 @@ go through :data:`STAGES` and :func:`run_stage`.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from pipeline.config import RunConfig, config_digest
-from pipeline.errors import MissingArtifactError
+from pipeline.errors import MissingArtifactError, PipelineError
 from pipeline.io import write_json
 from pipeline.manifest import Manifest, manifest_digest, package_versions
 from pipeline.paths import RunPaths, WorldPaths
@@ -158,7 +160,7 @@ STAGES: dict[str, Stage] = {
             ("tiles", "train", "predict", "attribute"),
             ("audit",),
             "the patches and SCL, attribute/index.csv and its rasters, train/model.pt",
-            "audit/reliance.csv, audit/flags.csv, audit/flags.gpkg",
+            "audit/flags.gpkg (one row per farm), audit/flags.csv, audit/reliance.csv",
         ),
         Stage(
             "report",
@@ -166,7 +168,7 @@ STAGES: dict[str, Stage] = {
             ("tiles", "predict", "attribute", "audit"),
             ("report",),
             "every earlier stage's outputs",
-            "report/index.html (self-contained), report/*.qml",
+            "report/index.html (self-contained, works offline)",
         ),
     )
 }
@@ -210,6 +212,76 @@ def is_current(name: str, cfg: RunConfig, paths: RunPaths) -> bool:
     return old.config_digest == config_digest(cfg, stage.sections) and old.inputs == inputs
 
 
+@dataclass(frozen=True)
+class StageStatus:
+    """Where a stage of a run stands.
+
+    Attributes:
+        name: The stage.
+        state: ``done`` (current: same config and inputs), ``stale`` (it ran, but its config
+            sections or an upstream stage changed since) or ``missing`` (never ran).
+        reason: What changed, or when it ran.
+    """
+
+    name: str
+    state: str
+    reason: str
+
+
+def _changed_sections(name: str, cfg: RunConfig, paths: RunPaths) -> list[str]:
+    """The config sections of ``name`` whose values differ from those it last ran with."""
+    saved = paths.stage_config(name)
+    if not saved.is_file():
+        return list(STAGES[name].sections)
+    old = json.loads(saved.read_text())
+    now = cfg.model_dump(mode="json")
+    changed = [s for s in STAGES[name].sections if old.get(s) != now.get(s)]
+    seed_changed = old.get("run", {}).get("seed") != cfg.run.seed
+    return changed + (["run.seed"] if seed_changed else [])
+
+
+def stage_status(name: str, cfg: RunConfig, paths: RunPaths) -> StageStatus:
+    """Whether stage ``name`` of this run is done, stale (and why) or missing."""
+    path = paths.manifest(name)
+    if not path.is_file():
+        return StageStatus(name, "missing", f"not run yet (make {name})")
+    old = Manifest.read(path)
+    stage = STAGES[name]
+    reasons = []
+    if old.config_digest != config_digest(cfg, stage.sections):
+        changed = _changed_sections(name, cfg, paths) or list(stage.sections)
+        reasons.append("config changed: " + ", ".join(changed))
+    world = world_manifest(cfg) if stage.uses_world else None
+    if world is not None and old.inputs.get("world") != (
+        manifest_digest(world) if world.is_file() else None
+    ):
+        reasons.append("the demo world changed")
+    for up in stage.needs:
+        up_path = paths.manifest(up)
+        if not up_path.is_file():
+            reasons.append(f"{up} is missing")
+        elif old.inputs.get(up) != manifest_digest(up_path):
+            reasons.append(f"{up} ran again since")
+    if reasons:
+        return StageStatus(name, "stale", "; ".join(reasons))
+    when = datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+    return StageStatus(name, "done", f"{when}, {old.seconds:.0f} s")
+
+
+def run_status(cfg: RunConfig) -> list[StageStatus]:
+    """:func:`stage_status` of every stage of the run, in order; a stage whose upstream stage
+    is stale or missing is stale too (re-running the run would re-run it)."""
+    paths = RunPaths(cfg.run.data_root, cfg.run.name)
+    out: dict[str, StageStatus] = {}
+    for name in STAGES:
+        st = stage_status(name, cfg, paths)
+        behind = [up for up in STAGES[name].needs if out[up].state != "done"]
+        if st.state == "done" and behind:
+            st = StageStatus(name, "stale", f"upstream not current: {', '.join(behind)}")
+        out[name] = st
+    return list(out.values())
+
+
 def run_stage(name: str, cfg: RunConfig, *, force: bool = False) -> Manifest:
     """Run one stage (unless current), write its manifest, and return it.
 
@@ -241,5 +313,17 @@ def run_stage(name: str, cfg: RunConfig, *, force: bool = False) -> Manifest:
         summary=result.summary,
     )
     manifest.write(paths.manifest(name))
+    update_catalog(cfg, paths)
     log.info("%s done in %.1f s -> %s", name, manifest.seconds, paths.stage_dir(name))
     return manifest
+
+
+def update_catalog(cfg: RunConfig, paths: RunPaths) -> None:
+    """Rewrite the run's STAC catalog (:mod:`pipeline.stac.run_catalog`) after a stage; a
+    failure is logged, never fails the finished stage."""
+    from pipeline.stac.run_catalog import write_run_catalog
+
+    try:
+        write_run_catalog(cfg, paths)
+    except (PipelineError, OSError, ValueError, KeyError) as err:
+        log.warning("the run catalog %s was not updated: %s", paths.catalog, err)

@@ -34,14 +34,16 @@ from pipeline.attribution.patches import (
     object_layers,
     unreadable_patch,
 )
-from pipeline.attribution.stitch import stitch_scenes
+from pipeline.attribution.stitch import attribution_vrts, stitch_scenes
 from pipeline.config import RunConfig
 from pipeline.config.attribute import AttributeConfig
 from pipeline.errors import MissingArtifactError, PipelineError
+from pipeline.geo.styles import style_path
 from pipeline.io import atomic_path, sha256_file
 from pipeline.model.io import ModelMeta, load_model
 from pipeline.model.window import resolve_device
 from pipeline.paths import RunPaths
+from pipeline.progress import Progress
 from pipeline.stages.base import StageOutput
 
 log = logging.getLogger(__name__)
@@ -79,15 +81,17 @@ def explain_tiles(
     quotas = Quotas.of(job.cfg)
     records: list[PatchRecords] = []
     done = 0
-    for _, row in tiles.iterrows():
-        pid = str(row["patch_id"])
-        try:
-            patch = load_patch(image_path(job.paths, row), pid, meta, device)
-        except PipelineError as err:
-            records.append(unreadable_patch(pid, err))
-            continue
-        records.append(explain_patch(patch, job, quotas))
-        done += 1
+    with Progress("attribute", len(tiles), "patches") as progress:
+        for _, row in tiles.iterrows():
+            pid = str(row["patch_id"])
+            try:
+                patch = load_patch(image_path(job.paths, row), pid, meta, device)
+            except PipelineError as err:
+                records.append(unreadable_patch(pid, err))
+            else:
+                records.append(explain_patch(patch, job, quotas))
+                done += 1
+            progress.update()
     return records, done
 
 
@@ -120,11 +124,21 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
     scenes, stitch_notes = (
         stitch_scenes(records.rows, paths, acfg.stitch_max_pixels) if acfg.stitch else ([], {})
     )
-    outputs = [*records.outputs, *scenes, *write_tables(paths, records)]
+    styles = [style_path(p) for p in records.outputs if p.suffix == ".tif"]
+    vrts = attribution_vrts(records.rows, paths)
+    outputs = [*records.outputs, *styles, *scenes, *vrts, *write_tables(paths, records)]
+    counts = tally(records)
+    log.info(
+        "attribute: %d attributions written, %d skipped (%s), %d failed",
+        counts["attributions"],
+        counts["skipped"],
+        ", ".join(f"{k}: {v}" for k, v in counts["skip_reasons"].items()) or "none",
+        counts["failed"],
+    )
     summary = {
         "patches": patches_done,
         "patches_in_index": len(tiles),
-        **tally(records),
+        **counts,
         "methods": list(acfg.methods),
         "targets": list(acfg.targets),
         "object_layers": sorted(layers),

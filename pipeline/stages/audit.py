@@ -12,6 +12,7 @@ the verdict), ``sanity.json`` (model and data randomization), ``faithfulness.csv
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,12 @@ from pipeline.audit.explainers import CheckSetup, make_explainer
 from pipeline.audit.faithfulness import run_faithfulness
 from pipeline.audit.flags import (
     CF_NOT_RUN,
+    best_rows,
     check_thresholds,
+    farm_table,
     flag_table,
     run_summary,
+    wants_counterfactual,
     write_flags_gpkg,
 )
 from pipeline.audit.model_access import ModelAccess, load_model_access
@@ -39,9 +43,13 @@ from pipeline.audit.reliance import farm_level, run_level
 from pipeline.audit.sanity import MAX_TRAIN_PATCHES, check_cases, check_inputs, run_sanity
 from pipeline.audit.scan import Scan, scan_patches
 from pipeline.config import RunConfig
+from pipeline.geo.styles import style_path
 from pipeline.io import atomic_path, write_json
 from pipeline.paths import RunPaths
+from pipeline.progress import Progress
 from pipeline.stages.base import StageOutput
+
+log = logging.getLogger(__name__)
 
 Rows = list[dict[str, Any]]
 
@@ -50,15 +58,21 @@ def _flags(
     scan: Scan, per_method: Rows, access: ModelAccess | None, cfg: RunConfig
 ) -> pd.DataFrame:
     """The flag table; a farm's counterfactual runs on every patch holding part of it."""
+    scope = cfg.audit.counterfactual_scope
+    wanted = sum(wants_counterfactual(r, scope) for r in best_rows(per_method))
+    progress = Progress("audit: counterfactuals", wanted, "flags")
 
     def counterfactual(row: dict[str, Any]) -> dict[str, Any]:
         if access is None:  # only when there is no farm row to run one for
             return CF_NOT_RUN
-        return run_counterfactual(
+        cf = run_counterfactual(
             row, farm_cases(row, scan.patches, scan.farm_masks), access, cfg.audit
         )
+        progress.update()
+        return cf
 
-    return flag_table(per_method, counterfactual, scope=cfg.audit.counterfactual_scope)
+    with progress:
+        return flag_table(per_method, counterfactual, scope=scope)
 
 
 def _checks(
@@ -71,6 +85,11 @@ def _checks(
     if access is None:
         return sanity, *faith
     chosen = check_inputs(scan.farm_masks, flags, scan.patches)
+    log.info(
+        "audit: randomization checks on %d and faithfulness on %d patches",
+        min(a.sanity_patches, len(chosen)),
+        min(a.faithfulness_patches, len(chosen)),
+    )
     explain = make_explainer(cfg.attribute, ig_steps=a.sanity_ig_steps)
     setup = CheckSetup(access, explain, a, cfg.run.seed)
     if a.sanity_patches:
@@ -110,7 +129,8 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         _write_csv(paths.reliance, pd.DataFrame(scan.reliance)),
         _write_csv(paths.run_flags, run_flags),
         _write_csv(paths.flags, flags),
-        write_flags_gpkg(paths.flags_gpkg, flags, polygons),
+        write_flags_gpkg(paths.flags_gpkg, farm_table(flags), polygons),
+        style_path(paths.flags_gpkg),
         write_json(paths.sanity, sanity),
         _write_csv(paths.faithfulness, pd.DataFrame(faith_rows)),
         write_json(paths.faithfulness_curves, curves),

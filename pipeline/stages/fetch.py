@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from tqdm import tqdm
-
 from pipeline.config import RunConfig
 from pipeline.config.fetch import FetchConfig
 from pipeline.errors import FetchError
+from pipeline.geo.styles import patch_file_style, scl_style, style_path
+from pipeline.geo.vrt import zone_vrts
 from pipeline.io import atomic_path, write_json
 from pipeline.paths import RunPaths
+from pipeline.progress import Progress
 from pipeline.stac.assets import Provider, resolve_provider, signer_for
 from pipeline.stac.fetch import (
     FetchedPatch,
@@ -51,7 +52,7 @@ def fetch_all(
     with (
         ThreadPoolExecutor(fc.workers, thread_name_prefix="fetch-patch") as pool,
         ThreadPoolExecutor(fc.read_threads, thread_name_prefix="fetch-read") as reads,
-        tqdm(total=len(specs), desc="fetch", unit="patch", disable=not fc.progress or None) as bar,
+        Progress("fetch", len(specs), "patches", bar=None if fc.progress else False) as bar,
     ):
         fetcher = PatchFetcher(
             source,
@@ -93,8 +94,14 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
             f"are written and listed in {paths.fetch_index}. Check the catalog/network and re-run "
             "`make fetch`: finished patches are reused"
         )
-    outputs = [paths.fetch_index, paths.fetch_summary]
-    for row in rows:
-        if row["status"] == "ok":
-            outputs += [paths.image(row["patch_id"]), paths.scl(row["patch_id"])]
+    ok = [row["patch_id"] for row in rows if row["status"] == "ok"]
+    images, scls = [paths.image(p) for p in ok], [paths.scl(p) for p in ok]
+    outputs = [
+        paths.fetch_index,
+        paths.fetch_summary,
+        *zone_vrts(images, paths.patches_vrt, patch_file_style),
+        *zone_vrts(scls, paths.scl_vrt, lambda _vrt: scl_style()),
+    ]
+    for raster in (*images, *scls):
+        outputs += [raster, style_path(raster)]
     return StageOutput(outputs=outputs, summary=summary)

@@ -17,6 +17,8 @@ from rasterio.crs import CRS
 
 from pipeline.config import PredictConfig, RunConfig
 from pipeline.geo.raster import read_raster
+from pipeline.geo.styles import mask_style, probability_style
+from pipeline.geo.vrt import zone_vrts
 from pipeline.io import atomic_path, write_json
 from pipeline.manifest import manifest_digest
 from pipeline.model.evaluate import (
@@ -36,7 +38,7 @@ from pipeline.model.scoring import (
     score_patch,
     tally_splits,
 )
-from pipeline.model.window import Predictor, WindowSpec, resolve_device, threshold_raster
+from pipeline.model.window import Predictor, WindowSpec, resolve_device
 from pipeline.paths import RunPaths
 from pipeline.stages.base import StageOutput
 
@@ -80,7 +82,7 @@ def predict_probabilities(
 def threshold_and_score(record: TileRecord, paths: RunPaths, rules: ScoringRules) -> PatchScore:
     """Pass 2 for one patch: write its mask COG and score it against its label mask."""
     pid = record.patch_id
-    threshold_raster(paths.probability(pid), paths.predicted_mask(pid), rules.threshold)
+    PredictJob.mask(paths.probability(pid), paths.predicted_mask(pid), rules.threshold)
     prob, grid, _ = read_raster(paths.probability(pid))
     truth = read_label_mask(record, grid)
     return score_patch(prob[0], truth, grid, patch_id=pid, split=record.split, rules=rules)
@@ -123,6 +125,15 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
     scenes = {Path(src).name: predict_scene(Path(src), paths, job, rules) for src in pcfg.rasters}
 
     polygons = write_polygon_layers(paths, scores)
+    vrts = zone_vrts(
+        [paths.probability(r.patch_id) for r in records],
+        paths.probability_vrt,
+        lambda _vrt: probability_style(),
+    ) + zone_vrts(
+        [paths.predicted_mask(r.patch_id) for r in records],
+        paths.predicted_mask_vrt,
+        lambda _vrt: mask_style("farm (predicted)"),
+    )
     pixel, objects = split_metrics(*tally_splits(scores, SPLIT_NAMES), sweeps)
     metrics = metrics_report(rules, pixel, objects, len(records), meta.data_digest, tiles_digest)
     write_json(paths.metrics, metrics)
@@ -156,5 +167,6 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         paths.probability_dir,
         paths.predicted_mask_dir,
         *([paths.predicted_rasters_dir] if scenes else []),
+        *vrts,
     ]
     return StageOutput(outputs=outputs, summary=summary)

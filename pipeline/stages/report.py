@@ -1,23 +1,23 @@
-"""report stage: the analysts' self-contained HTML page and QGIS styles.
+"""report stage: the analysts' self-contained HTML page.
 
-Reads the audit outputs (flags, run flags, sanity, faithfulness, cues), the attribution index
-and rasters, and the patches. Writes ``report/index.html`` (opens with no network: CSS, JS and
-PNGs inline), ``report/attribution.qml`` (the attribution COGs' aggregate band) and
-``report/flags.qml`` (``audit/flags.gpkg`` by verdict).
+Reads the audit's flags (and its other tables), the attribution index and rasters, the
+patches, the model's scores and training log, and the run's farm layers (labels, predictions,
+the map's farms when there is a map). Writes ``report/index.html``: it opens with no network
+(CSS, JS and pictures inline). The QGIS styles of the run's files are written beside each file
+by the stage that writes it.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
+import geopandas as gpd
 import pandas as pd
 
+from pipeline.audit.flags import farm_table
 from pipeline.audit.patches import (
-    FARM_TARGETS,
     PatchData,
     Polygons,
     load_patch,
@@ -25,64 +25,43 @@ from pipeline.audit.patches import (
     read_farm_polygons,
     target_mask,
 )
-from pipeline.bands import BANDS
 from pipeline.config import RunConfig
-from pipeline.errors import MissingArtifactError
+from pipeline.errors import PipelineError
 from pipeline.io import write_text
 from pipeline.paths import RunPaths
+from pipeline.report import overview
 from pipeline.report.cards import (
-    attribution_figures,
+    answer,
     attribution_maps,
     capped_notes,
     card_order,
     card_patches,
-    colour_limit,
+    card_views,
+    focus_method,
     make_card,
-    patch_figures,
+    ranking_row,
     records,
     summary_numbers,
 )
-from pipeline.report.html import Card, Figure, ReportData, render
+from pipeline.report.html import Card, CardViews, Figure, Quality, ReportData, render
+from pipeline.report.images import data_uri
+from pipeline.report.inputs import (
+    OVERVIEW_PATCH_SIDE,
+    read_attribution_rows,
+    read_csv,
+    read_flags,
+    read_json,
+    read_layer,
+    read_training_log,
+    read_truecolour,
+    truecolour_sources,
+    zones,
+)
 from pipeline.report.plots import build_plots
-from pipeline.report.qml import attribution_qml, flags_qml
+from pipeline.report.quality import epoch_curves, quality_rows, training_curve_png
 from pipeline.stages.base import StageOutput
 
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    """A table, empty when the file is missing or empty; ids read as text."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return pd.DataFrame()
-    try:
-        return pd.read_csv(path, dtype={"patch_id": str, "target_id": str})
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
-
-
-def _read_json(path: Path, default: Any) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else default
-
-
-def _read_index(paths: RunPaths) -> pd.DataFrame:
-    """The attribution index rows that have a raster (skipped rows have none)."""
-    index = _read_csv(paths.attribution_index)
-    if index.empty:
-        return index
-    index["target_id"] = index["target_id"].fillna("").astype(str)
-    return index[(index["status"] == "ok") & index["path"].notna()]
-
-
-def _read_flags(paths: RunPaths, run: str) -> pd.DataFrame:
-    """The audit's flag table (``target_id`` ``""`` when none).
-
-    Raises:
-        MissingArtifactError: the audit has not run.
-    """
-    if not paths.flags.is_file():
-        raise MissingArtifactError("the audit's flags", paths.flags, f"audit RUN={run}")
-    flags = _read_csv(paths.flags)
-    if not flags.empty:
-        flags["target_id"] = flags["target_id"].fillna("").astype(str)
-    return flags
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -95,69 +74,162 @@ class Pictures:
     polygons: Polygons
     patches: dict[str, PatchData] = field(default_factory=dict)
 
-    def of(self, pid: str, key: tuple[str, str]) -> tuple[list[Figure], float]:
-        """Figures of farm target ``key`` on patch ``pid`` and their largest colour scale."""
+    def views(self, pid: str, key: tuple[str, str], focus: str) -> CardViews | None:
+        """The card pictures of farm ``key`` on patch ``pid`` (``None``: no such patch)."""
         if not pid or not self.paths.image(pid).is_file():
-            return [], 0.0
+            return None
         if pid not in self.patches:
             self.patches[pid] = load_patch(self.paths, self.cfg, pid, {})
         p = self.patches[pid]
-        figures = patch_figures(p, target_mask(*key, p, self.polygons))
         maps = [
             (method, read_attribution(self.paths.resolve(path))[1])
             for method, path in attribution_maps(self.index, pid, key)
         ]
-        more, limit = attribution_figures(maps)
-        return figures + more, limit
+        return card_views(p, target_mask(*key, p, self.polygons), maps, focus)
+
+    def links(self, pid: str, key: tuple[str, str]) -> list[tuple[str, str]]:
+        """``(label, href from report/)`` of the files behind a card."""
+        files = [("patch", self.paths.image(pid)), ("probability", self.paths.probability(pid))]
+        files += [
+            (method, self.paths.resolve(path))
+            for method, path in attribution_maps(self.index, pid, key)
+        ]
+        files.append(("flags.gpkg", self.paths.flags_gpkg))
+        return [(label, "../" + self.paths.relative(f)) for label, f in files if f.exists()]
 
 
-def _cards(flags: pd.DataFrame, pictures: Pictures, max_cards: int) -> list[tuple[Card, float]]:
-    """The ``max_cards`` most alarming farm cards, each with its largest colour scale."""
+def _cards(
+    ordered: list[dict], flags: pd.DataFrame, pictures: Pictures, cfg: RunConfig
+) -> list[Card]:
+    """The cards of the ``ordered`` farms (already capped), ranked from 1."""
+    by_farm = dict(iter(flags.groupby(["target", "target_id"])))
     cards = []
-    for key, rows in card_order(flags)[:max_cards]:
-        pid, patch_ids = card_patches(rows)
-        figures, limit = pictures.of(pid, key)
-        cards.append((make_card(key, rows, pid, patch_ids, figures), limit))
+    for rank, farm in enumerate(ordered, start=1):
+        key = (str(farm["target"]), str(farm["target_id"]))
+        rows = by_farm[key]
+        pid, _ = card_patches(rows)
+        views = pictures.views(pid, key, focus_method(farm))
+        cards.append(make_card(rank, farm, rows, views, pictures.links(pid, key), cfg.audit))
     return cards
 
 
-def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
-    """Render ``report/index.html`` and the QGIS styles from the audit's outputs."""
-    flags = _read_flags(paths, cfg.run.name)
-    run_flags = _read_csv(paths.run_flags)
-    cues = _read_csv(paths.cues)
-    sanity = _read_json(paths.sanity, {"skipped": "sanity.json not found"})
-    curves = _read_json(paths.faithfulness_curves, [])
-    polygons = read_farm_polygons(paths, set(flags["target"]) if not flags.empty else set())
+def _quality(paths: RunPaths, cfg: RunConfig) -> Quality:
+    metrics = read_json(paths.metrics, {})
+    curve = training_curve_png(epoch_curves(read_training_log(paths)))
+    figure = None
+    if curve is not None:
+        caption = (
+            "Loss per epoch on the training crops and the validation patches, and validation "
+            "IoU; the dashed line marks the checkpoint kept (lowest validation loss)."
+        )
+        figure = Figure(caption, data_uri(curve))
+    note = (
+        f"Probability threshold {metrics.get('threshold', '–')} "
+        f"({metrics.get('threshold_rule', 'unknown rule')}); a labelled farm counts as found "
+        f"when a predicted polygon overlaps it with IoU >= {metrics.get('match_iou', '–')}. "
+        "Scores from predict/metrics.json."
+    )
+    return Quality(quality_rows(metrics), figure, note)
 
-    pictures = Pictures(cfg, paths, _read_index(paths), polygons)
-    cards = _cards(flags, pictures, cfg.report.max_cards)
+
+def _flag_layers(farms: pd.DataFrame, polygons: Polygons) -> list[overview.MapLayer]:
+    layers = []
+    for verdict, label, colour in (
+        ("unconfirmed", "flagged, not confirmed", "#fd8d3c"),
+        ("confirmed", "confirmed: leans on a cue", "#e31a1c"),
+    ):
+        keys = farms.loc[farms["verdict"] == verdict, ["target", "target_id"]].itertuples(
+            index=False
+        )
+        geoms = [polygons[k] for k in (tuple(map(str, k)) for k in keys) if k in polygons]
+        frame = gpd.GeoDataFrame(geometry=geoms, crs=4326)
+        layers.append(overview.MapLayer(label, frame, "black", colour, 0.6))
+    return layers
+
+
+def _marks(ordered: list[dict], polygons: Polygons) -> list[overview.Mark]:
+    marks = []
+    for rank, farm in enumerate(ordered, start=1):
+        geom = polygons.get((str(farm["target"]), str(farm["target_id"])))
+        if geom is not None and farm["verdict"] in ("confirmed", "unconfirmed"):
+            point = geom.representative_point()
+            marks.append(overview.Mark(point.x, point.y, f"#{rank}"))
+    return marks
+
+
+def _overview(
+    paths: RunPaths, farms: pd.DataFrame, polygons: Polygons, ordered: list[dict]
+) -> tuple[Figure | None, str]:
+    labels, predicted = read_layer(paths.farms), read_layer(paths.predicted_farms)
+    mapped, footprints = read_layer(paths.map_farms), read_layer(paths.fetch_index)
+    layers = [
+        overview.MapLayer("labelled farms (OpenStreetMap)", labels, "#ffd700", width=1.4),
+        overview.MapLayer("predicted farms (patches)", predicted, "#ff00ff", width=1.0),
+        overview.MapLayer("mapped farms (map stage)", mapped, "#b15cff", width=1.0, style="--"),
+        *_flag_layers(farms, polygons),
+    ]
+    extents = [
+        tuple(f.total_bounds) for f in (labels, predicted, mapped, footprints) if not f.empty
+    ]
+    if not extents:
+        return None, "No farm layer or patch footprint to draw: run the labels and fetch stages."
+    grid = overview.overview_grid(overview.padded_bounds(extents))  # type: ignore[arg-type]
+    files, source = truecolour_sources(paths, zones(paths))
+    canvas = overview.mosaic(read_truecolour(files, OVERVIEW_PATCH_SIDE), grid)
+    background = overview.Background(overview.background_rgb(canvas), grid, source)
+    png = overview.overview_png(overview.Overview(background, layers, _marks(ordered, polygons)))
+    note = (
+        f"Background: {source}. Numbers are the ranks of flagged farms (their cards below). "
+        "Coordinates are longitude and latitude (WGS84)."
+    )
+    return Figure("overview map", data_uri(png)), note
+
+
+def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
+    """Render ``report/index.html`` from the audit's outputs and the run's files."""
+    flags = read_flags(paths, cfg.run.name)
+    farms = farm_table(flags)
+    cues = read_csv(paths.cues)
+    sanity = read_json(paths.sanity, {"skipped": "sanity.json not found"})
+    curves = read_json(paths.faithfulness_curves, [])
+    polygons = read_farm_polygons(paths, set(flags["target"]) if not flags.empty else set())
+    ordered = card_order(farms)
+    shown = ordered[: cfg.report.max_cards]
+    pictures = Pictures(cfg, paths, read_attribution_rows(paths), polygons)
+    try:
+        overview_map, overview_note = _overview(paths, farms, polygons, ordered)
+    except (PipelineError, OSError, ValueError) as err:
+        log.warning("the overview map could not be drawn: %s", err)
+        overview_map, overview_note = None, f"The overview map could not be drawn: {err}"
+    run_flags = read_csv(paths.run_flags)
+    n_patches = int(cues["patch_id"].nunique()) if not cues.empty else 0
     data = ReportData(
         title=cfg.report.title,
         run=cfg.run.name,
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        summary=summary_numbers(flags, int(cues["patch_id"].nunique()) if not cues.empty else 0),
+        answer=answer(farms),
+        summary=summary_numbers(farms, flags, n_patches),
+        quality=_quality(paths, cfg),
+        overview=overview_map,
+        overview_note=overview_note,
+        ranking=[ranking_row(rank, farm) for rank, farm in enumerate(shown, start=1)],
+        cards=_cards(shown, flags, pictures, cfg),
         flags=records(flags),
         run_flags=records(run_flags),
-        cards=[card for card, _ in cards],
         sanity=sanity,
-        faithfulness=records(_read_csv(paths.faithfulness)),
+        faithfulness=records(read_csv(paths.faithfulness)),
         cues=records(cues),
         plots=build_plots(run_flags, sanity, curves, cfg.audit.enrichment_threshold),
-        notes=capped_notes(flags, cfg.report.max_cards),
+        notes=capped_notes(len(farms), cfg.report.max_cards),
     )
-    limit = colour_limit([lim for _, lim in cards])
-    outputs = [
-        write_text(paths.report, render(data)),
-        write_text(paths.report_style("attribution"), attribution_qml(len(BANDS) + 1, limit)),
-        write_text(paths.report_style("flags"), flags_qml()),
-    ]
+    write_text(paths.report, render(data))
     summary = {
-        "cards": len(cards),
+        "cards": len(data.cards),
         "farm_targets": data.summary["targets"],
         "flagged": data.summary["flagged"],
         "confirmed": data.summary["confirmed"],
+        "answer": data.answer,
+        "overview": overview_map is not None,
         "bytes": paths.report.stat().st_size,
-        "object_targets": sorted(FARM_TARGETS),
     }
-    return StageOutput(outputs, summary)
+    return StageOutput([paths.report], summary)

@@ -17,6 +17,7 @@ import geopandas as gpd
 from pipeline.config import RunConfig
 from pipeline.errors import MissingArtifactError, PipelineError
 from pipeline.geo.splits import assign_splits
+from pipeline.geo.styles import mask_style
 from pipeline.geo.tiling import (
     PatchResult,
     PatchTask,
@@ -28,6 +29,7 @@ from pipeline.geo.tiling import (
     tile_patch,
     tiles_table,
 )
+from pipeline.geo.vrt import zone_vrts
 from pipeline.io import atomic_dir, atomic_path, write_json
 from pipeline.paths import RunPaths
 from pipeline.stages.base import StageOutput
@@ -120,6 +122,8 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
     with atomic_path(paths.tiles_index) as tmp_index:
         table.to_file(tmp_index, layer="tiles", driver="GPKG")
     write_json(paths.band_stats, stats)
+    masks = [paths.mask(r.patch_id) for r in results]
+    vrts = zone_vrts(masks, paths.masks_vrt, lambda _vrt: mask_style("farm (label)"))
     summary = {
         "patches": len(results),
         "skipped": sum(skipped.values()),
@@ -139,4 +143,4 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         len(results),
         {k: v["patches"] for k, v in summary["per_split"].items()},
     )
-    return StageOutput([paths.masks_dir, paths.tiles_index, paths.band_stats], summary)
+    return StageOutput([paths.masks_dir, paths.tiles_index, paths.band_stats, *vrts], summary)

@@ -194,5 +194,43 @@ def build_run(root: Path, *, overrides: tuple[str, ...] = ()) -> tuple[RunConfig
         threshold=0.5,
     )
     save_model(paths.model, build_unet(arch), meta)
-    paths.metrics.write_text(json.dumps({"threshold": 0.5}))
+    write_scores(paths, tiles)
     return cfg, paths
+
+
+#: A short training log as Lightning's CSVLogger writes it (step rows, then epoch rows).
+TRAIN_LOG = """epoch,step,train/loss_step,train/loss_epoch,val/loss,val/iou
+0,4,1.2,,,
+0,9,1.0,1.1,0.9,0.2
+1,14,0.8,,,
+1,19,0.7,0.75,0.6,0.5
+2,24,0.6,0.62,0.65,0.45
+"""
+
+
+def write_scores(paths: RunPaths, tiles: list[dict]) -> None:
+    """The predict stage's scores, the training log and the fetch index of the miniature run."""
+    pixel = {"iou": 0.5, "f1": 0.667, "precision": 0.6, "recall": 0.75}
+    objects = {"precision": 0.5, "recall": 1.0, "matched": 1, "n_truth": 1, "n_pred": 2}
+    metrics = {
+        "threshold": 0.5,
+        "threshold_rule": "model",
+        "match_iou": 0.5,
+        "pixel": {"train": pixel, "test": {**pixel, "iou": 0.25}},
+        "object": {"train": objects, "test": objects},
+    }
+    paths.metrics.write_text(json.dumps(metrics))
+    paths.train_metrics.parent.mkdir(parents=True, exist_ok=True)
+    paths.train_metrics.write_text(TRAIN_LOG)
+    footprints = [
+        {
+            "patch_id": t["patch_id"],
+            "status": "ok",
+            "geometry": gpd.GeoSeries([box(*grid(i).bounds)], crs=grid(i).crs).to_crs(4326)[0],
+        }
+        for i, t in enumerate(tiles)
+    ]
+    paths.stage_dir("fetch").mkdir(parents=True, exist_ok=True)
+    gpd.GeoDataFrame(footprints, crs=4326).to_file(
+        paths.fetch_index, layer="patches", driver="GPKG"
+    )

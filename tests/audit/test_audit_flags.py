@@ -4,25 +4,33 @@ from __future__ import annotations
 
 import json
 
-import geopandas as gpd
+import numpy as np
 import pandas as pd
+import pyogrio
 import pytest
 from shapely.geometry import box
 
 from pipeline.audit.flags import (
     CF_NOT_RUN,
     FLAG_COLUMNS,
+    SEVERITY,
     SUMMARY_COLUMNS,
     best_rows,
     check_thresholds,
+    farm_columns,
+    farm_table,
     flag_table,
     is_flagged,
     run_summary,
     verdict,
+    verdict_in_words,
     wants_counterfactual,
+    worst_verdict,
     write_flags_gpkg,
 )
+from pipeline.config.audit import AuditConfig
 from pipeline.errors import AuditError
+from pipeline.geo.styles import style_path
 
 
 def test_flag_rules_and_verdicts() -> None:
@@ -120,13 +128,67 @@ def test_flag_table_runs_the_counterfactual_where_wanted_and_gives_verdicts() ->
     assert empty.empty and list(empty.columns) == list(FLAG_COLUMNS)
 
 
-def test_flags_gpkg_has_each_targets_polygon(tmp_path) -> None:
-    flags = flag_table(PER_METHOD, lambda row: {"cf_status": "not_run"}, scope="flagged")
+def _cf(row: dict) -> dict:
+    moved = row["target_id"] == "w1"
+    return {
+        "cf_status": "ok",
+        "cf_reason": "",
+        "moved": moved,
+        "logit_change": -5.4 if moved else -0.1,
+        "placebo_logit_change": 0.0001,
+        "placebo_replaced": 100,
+        "specific": moved,
+        "prob": 0.9,
+        "prob_cf": 0.3 if moved else 0.88,
+        "prob_change": -0.6 if moved else -0.02,
+        "moved_by": json.dumps(["probability", "log_odds"] if moved else []),
+    }
+
+
+def test_farm_table_one_row_per_farm_with_real_types() -> None:
+    flags = flag_table(PER_METHOD, _cf, scope="all")
+    farms = farm_table(flags)
+    assert list(farms.columns) == list(farm_columns(["snow", "water"]))
+    assert farms["target_id"].tolist() == ["w1", "w2"]
+    w1, w2 = farms.iloc[0], farms.iloc[1]
+    assert (w1["verdict"], w1["worst_cue"]) == ("confirmed", "snow")
+    assert w1["snow_enrichment"] == pytest.approx(6.0) and w1["snow_logit_change"] == -5.4
+    assert w1["snow_confirmed"] and w1["snow_flagged"] and not w1["water_flagged"]
+    assert w1["water_verdict"] == "" and np.isnan(w1["water_enrichment"])  # w1 has no water row
+    assert (w2["verdict"], w2["worst_cue"]) == ("not_flagged", "snow")
+    assert w2["water_verdict"] == "cue_absent" and w2["patch_ids"] == "p0"
+    assert farms["snow_confirmed"].dtype == bool and farms["snow_effect"].dtype == float
+    assert farm_columns(["snow"]).meanings["snow_logit_change"].startswith("snow: change")
+    assert worst_verdict(["cue_absent", "not_flagged"]) == "not_flagged"
+    assert worst_verdict(["?"]) == "not_computable"
+
+
+def test_verdicts_in_words_state_the_rule_and_its_numbers() -> None:
+    flags = flag_table(PER_METHOD, _cf, scope="all").set_index(["target_id", "cue"])
+    audit = AuditConfig()
+    w1 = verdict_in_words(flags.loc[("w1", "snow")].to_dict() | {"cue": "snow"}, audit)
+    assert w1.startswith("flagged: enrichment 6x >= 2 and effect 0.2 >= 0.05 (integrated_")
+    assert "confirmed: log-odds fell 5.4 when the snow was removed (|change| >= 1)" in w1
+    assert "moved the log-odds only 0.0001" in w1
+    w2 = verdict_in_words(flags.loc[("w2", "snow")].to_dict() | {"cue": "snow"}, audit)
+    assert w2.startswith("not flagged: enrichment 1x < 2")
+    water = flags.loc[("w2", "water")].to_dict() | {"cue": "water"}
+    assert verdict_in_words(water, audit).startswith("no water outside the farm")
+
+
+def test_flags_gpkg_has_one_row_per_farm_with_its_polygon(tmp_path) -> None:
+    farms = farm_table(flag_table(PER_METHOD, _cf, scope="all"))
     polygons = {("label_farms", "w1"): box(0, 0, 0.01, 0.01)}
-    path = write_flags_gpkg(tmp_path / "flags.gpkg", flags, polygons)
-    gdf = gpd.read_file(path, layer="flags")
-    assert gdf.crs.to_epsg() == 4326 and len(gdf) == 3
-    assert gdf.geometry.notna().tolist() == [True, False, False]
-    assert pd.api.types.is_string_dtype(gdf["methods_flagged"])
+    path = write_flags_gpkg(tmp_path / "flags.gpkg", farms, polygons)
+    gdf = pyogrio.read_dataframe(path, layer="flags")
+    assert gdf.crs.to_epsg() == 4326 and len(gdf) == 2
+    assert gdf.geometry.notna().tolist() == [True, False]
+    assert gdf["snow_confirmed"].dtype == bool and gdf["snow_confirmed"].tolist() == [True, False]
+    assert gdf["snow_logit_change"].dtype == float
+    assert not any(
+        str(v).startswith("[")
+        for v in gdf.select_dtypes(include=["object", "string"]).to_numpy().ravel()
+    )
+    assert style_path(path).read_text().count("<category ") == len(SEVERITY)
     with pytest.raises(AuditError):
         check_thresholds(2.0, 0.1, 0.0)

@@ -41,8 +41,10 @@ def test_cues_reliance_and_gpkg(audited) -> None:
     assert cues.loc[("p1", "snow"), "pixel_share"] == pytest.approx(24 * 16 / 64**2)
     reliance = pd.read_csv(paths.reliance)
     assert len(reliance) == 8 * 3  # 8 attribution rasters x 3 cues
-    gdf = gpd.read_file(paths.flags_gpkg, layer="flags")
-    assert gdf.crs.to_epsg() == 4326 and len(gdf) == 6 and gdf.geometry.notna().all()
+    gdf = gpd.read_file(paths.flags_gpkg, layer="flags")  # one row per farm, a group per cue
+    assert gdf.crs.to_epsg() == 4326 and len(gdf) == 2 and gdf.geometry.notna().all()
+    assert {"snow_verdict", "snow_enrichment", "cloud_confirmed"} <= set(gdf.columns)
+    assert gdf.set_index("target_id").loc["w2", "verdict"] == "not_flagged"
     run_flags = pd.read_csv(paths.run_flags)
     assert {"ci_low", "ci_high", "enrichment"} <= set(run_flags.columns)
 

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from pipeline.config import load_config
+from pipeline.config.encoders import encoder_problem
 from pipeline.config.files import read_config
 from pipeline.errors import ConfigError
 from pipeline.paths import WorldPaths
@@ -222,3 +223,11 @@ def test_experiment_configs_differ_from_their_base_only_where_they_say(
     for section, fields in differences.items():
         for field in fields:
             assert getattr(getattr(cfg, section), field) != getattr(getattr(parent, section), field)
+
+
+def test_unknown_encoder_is_refused_with_the_closest_names() -> None:
+    with pytest.raises(ConfigError, match=r"train\.encoder = \"resnet19\".*did you mean resnet18"):
+        load_config("configs/demo.yaml", ["train.encoder=resnet19"])
+    assert load_config("configs/demo.yaml", ["train.encoder=resnext50_32x4d"]).train.encoder
+    assert encoder_problem("se_resnet50") is None  # not common: asks the installed library
+    assert "timm has no model" in str(encoder_problem("tu-no_such_net"))

@@ -33,6 +33,7 @@ from fetch_support import (
 from pipeline.bands import BANDS
 from pipeline.errors import FetchError
 from pipeline.geo.raster import read_patch, read_raster
+from pipeline.geo.styles import style_path
 from pipeline.stages import fetch
 from pipeline.testing.stac_server import ServerProcess
 
@@ -270,11 +271,26 @@ def test_persistent_failure_is_listed_and_raised_after_the_rest(
     index = gpd.read_file(paths.fetch_index).set_index("patch_id")
     assert index.loc["p00002", "status"] == "ok" and paths.image("p00002").is_file()
     assert index.loc["p00003", "status"] == "failed"
-    assert "RasterioIOError" in index.loc["p00003", "reason"]
+    reason = index.loc["p00003", "reason"]  # names the asset and its URL, not "Read failed"
+    assert reason.startswith("FetchError: cannot read B12 of ") and "/east_B12.tif" in reason
+    assert "after 1 retries" in reason
     summary = json.loads((paths.stage_dir("fetch") / "summary.json").read_text())
     assert list(summary["failures"]) == ["p00003"]
     assert not paths.image("p00003").exists()
     assert not list(paths.image("p00003").parent.glob(".*tmp*"))  # no partial files
+
+
+def test_stac_api_failing_after_retries_is_one_clear_error_with_a_summary(
+    tmp_path: Path, server: ServerProcess
+) -> None:
+    serve(server, [es_item(scene("plain"), scene_hrefs(server, "plain"), JULY, datatake="d")])
+    server.control(faults=[{"match": "/search", "kind": "500", "times": 1000}])
+    with pytest.raises(FetchError, match=r"1 of 1 patches failed") as caught:
+        run_fetch(tmp_path, server, [INNER], retries=1, backoff_s=0.01)
+    assert f"the STAC API at {server.url}/ failed (HTTP 500) after 1 retries" in str(caught.value)
+    paths = run_paths(make_config(tmp_path, server.url))
+    summary = json.loads(paths.fetch_summary.read_text())
+    assert summary["failed"] == 1 and "STAC API" in summary["failures"]["p00000"]
 
 
 def test_rerun_reuses_and_config_change_refetches(tmp_path: Path, server: ServerProcess) -> None:
@@ -347,6 +363,16 @@ def test_static_catalog_in_demo_layout(tmp_path: Path, cog_root: Path) -> None:
     np.testing.assert_array_equal(image.astype(np.int32), expected_patch(*INNER[1:]))
     with rasterio.open(paths.image("p00000")) as src:
         assert src.nodata == 0 and src.dtypes[0] == "uint16" and src.count == 10
+        assert src.scales == (0.0001,) * 10 and src.offsets == (0.0,) * 10  # DN -> reflectance
+    with rasterio.open(paths.scl("p00000")) as src:
+        assert src.colormap(1)[11] == (255, 150, 255, 255) and src.tags(1)["CLASS_11"] == "snow"
+    # each raster has its QGIS style beside it, and the zone has one mosaic of each
+    for raster in (paths.image("p00000"), paths.scl("p00000")):
+        assert style_path(raster).is_file() and str(style_path(raster)) in map(str, out.outputs)
+    epsg = 32618
+    assert paths.patches_vrt(epsg).is_file() and style_path(paths.patches_vrt(epsg)).is_file()
+    with rasterio.open(paths.scl_vrt(epsg)) as vrt, rasterio.open(paths.scl("p00000")) as scl:
+        np.testing.assert_array_equal(vrt.read(1), scl.read(1))
     # a rerun reuses the patch; the same catalog rebuilt with other pixels is fetched again
     assert fetch.run(cfg, paths).summary["reused"] == 1
     b02 = root / "sentinel-2-l2a" / "S2A_18SVG_plain" / "B02.tif"

@@ -204,6 +204,16 @@ def test_reflectance_floats_and_foreign_crs_are_refused(tmp_path: Path) -> None:
         )
 
 
+def test_truncated_patch_is_one_clear_error(tmp_path: Path) -> None:
+    src = raster(tmp_path, 256, 256, seed=3)
+    data = src.read_bytes()
+    src.write_bytes(data[: len(data) * 2 // 3])  # a download cut short: header intact
+    predictor = Predictor(Pointwise(), META, torch.device("cpu"), 4)
+    with pytest.raises(RasterError, match=r"in\.tif \(rows .*truncated or corrupt.*make fetch"):
+        predict_raster(src, tmp_path / "prob.tif", predictor, WindowSpec(64, 16, "hann", 4))
+    assert not (tmp_path / "prob.tif").exists()
+
+
 def test_window_not_divisible_by_the_network_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="multiple of 8"):
         predict_raster(
