@@ -159,8 +159,8 @@ class _Run:
         """Unfinished chunks whose read grid may need ``block`` (checked in EPSG:4326)."""
         bh, bw = info.block_shape
         t = info.transform
-        x0, y0 = t * (block[0] * bw, block[1] * bh)
-        x1, y1 = t * ((block[0] + 1) * bw, (block[1] + 1) * bh)
+        x0, y0 = t @ (block[0] * bw, block[1] * bh)
+        x1, y1 = t @ ((block[0] + 1) * bw, (block[1] + 1) * bh)
         lonlat = transform_bounds(
             info.crs, "EPSG:4326", min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1), densify_pts=5
         )

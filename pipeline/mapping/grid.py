@@ -86,7 +86,7 @@ class Chunk:
     def read(self) -> Grid:
         """The core plus ``halo_px`` on every side (what is read and predicted)."""
         core, h = self.core, self.halo_px
-        transform = core.transform * Affine.translation(-h, -h)
+        transform = core.transform @ Affine.translation(-h, -h)
         return Grid(core.crs, transform, self.chunk_px + 2 * h, self.chunk_px + 2 * h)
 
     @property

@@ -221,7 +221,7 @@ def resample_window(
         "count": 1,
         "dtype": info.dtype,
         "crs": info.crs,
-        "transform": info.transform * Affine.translation(c0, r0),
+        "transform": info.transform @ Affine.translation(c0, r0),
         "nodata": info.nodata,
     }
     with MemoryFile() as mem:
