@@ -11,6 +11,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pystac
 import pytest
 import rasterio
 import torch
@@ -38,17 +39,20 @@ from pipeline.stac.http import RetryPolicy
 from pipeline.stac.patch import PatchSpec, ReadSettings, fetch_patch
 from pipeline.stac.source import ItemQuery, StaticCatalogSource
 
+#: The same config for every run compared byte for byte (its digest is in the mosaics' tags).
+PATCHES = {"farm_patches": True}
+
 
 @pytest.fixture(scope="module")
 def two(world: World, client2: Any) -> tuple[Any, dict]:
-    """The main world mapped by two workers."""
-    return run_map(world, "two", client2)
+    """The main world mapped by two workers (with farm patches)."""
+    return run_map(world, "two", client2, map_section=PATCHES)
 
 
 def test_one_two_and_a_killed_worker_give_identical_maps(
     world: World, two: tuple[Any, dict], client1: Any, client2: Any
 ) -> None:
-    one, _ = run_map(world, "one", client1)
+    one, _ = run_map(world, "one", client1, map_section=PATCHES)
     killed: list[int] = []
 
     def kill_one(result: Any, report: Any) -> None:
@@ -57,7 +61,7 @@ def test_one_two_and_a_killed_worker_give_identical_maps(
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
 
-    crashed, summary = run_map(world, "killed", client2, on_result=kill_one)
+    crashed, summary = run_map(world, "killed", client2, on_result=kill_one, map_section=PATCHES)
     assert killed and summary["chunks"]["failed"] == 0
     for paths in (one, crashed):
         for name in (f"probability_{EPSG}.tif", f"provenance_{EPSG}.tif"):
@@ -137,10 +141,41 @@ def test_a_cloudy_chunk_is_filled_from_the_other_acquisition(two: tuple[Any, dic
         assert np.isnan(src.read(1, window=src.window(*gap.bounds))).all()
 
 
+def test_farm_patches_hold_the_maps_composite(two: tuple[Any, dict]) -> None:
+    paths, summary = two
+    index = gpd.read_file(paths.map_patches_index)
+    assert summary["farm_patches"] == len(index) == len(FARMS)
+    model, meta = load_pixel_model(paths.model)
+    predictor = Predictor(model, meta, torch.device("cpu"))
+    for row in index.itertuples():
+        with rasterio.open(paths.root / row.image) as src:
+            assert src.descriptions == BANDS and src.shape == (256, 256)
+            image = src.read()
+        with rasterio.open(paths.root / row.prob) as src:
+            prob = src.read(1)
+        with rasterio.open(paths.root / row.mask) as src:
+            assert src.read(1).sum() > 0  # the label farm under the mapped farm
+        mapped = np.isfinite(prob)
+        again = predictor(image[None])[0]  # the per-pixel model on the patch's composite
+        np.testing.assert_allclose(again[mapped], prob[mapped], rtol=8e-7, atol=0)
+
+
+def test_stac_catalog_links_outputs_and_sources(two: tuple[Any, dict]) -> None:
+    paths, _ = two
+    catalog = pystac.Catalog.from_file(str(paths.map_catalog))
+    (item,) = list(catalog.get_items())
+    assert item.properties["proj:epsg"] == EPSG
+    assert len(item.properties["solarfarm:model_sha256"]) == 64
+    sources = {Path(link.href).name for link in item.links if link.rel == "derived_from"}
+    assert sources == {"S2A_T_20230712.json", "S2B_T_20230702.json"}
+    for key in ("probability", "provenance", "farms", "acquisitions"):
+        assert Path(item.assets[key].get_absolute_href() or "").is_file(), key
+
+
 def test_rerun_reuses_finished_chunks(world: World, two: tuple[Any, dict], client2: Any) -> None:
     paths, first = two
     before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in paths.map_chunks_dir.iterdir()}
-    _, again = run_map(world, "two", client2)
+    _, again = run_map(world, "two", client2, map_section=PATCHES)
     assert again["chunks"]["reused"] == first["chunks"]["done"] == 11
     assert again["chunks"]["done"] == 0 and again["block_tasks"] < first["block_tasks"]
     after = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in paths.map_chunks_dir.iterdir()}
