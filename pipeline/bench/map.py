@@ -260,6 +260,8 @@ def main(data_root: Path | None = None, repeats: int = 2) -> dict[str, Any]:
         "scaling": {
             k: {
                 "engine_seconds": v["engine_seconds"],
+                "all_engine_seconds": [r["engine_seconds"] for r in measured[k]],
+                "worker_cpu_seconds": v["worker_cpu_seconds"],
                 "peak_worker_rss_mb": v["peak_worker_rss_mb"],
             }
             for k, v in runs.items()
