@@ -12,7 +12,7 @@ CLI     := $(PY) -m pipeline
 ARGS    ?=
 PYTEST_ARGS ?=
 
-STAGES := labels fetch tiles train predict attribute audit report
+STAGES := labels fetch tiles train map predict attribute audit report
 
 .DEFAULT_GOAL := help
 .PHONY: help venv world $(STAGES) demo all test test-fast lint format bench \
@@ -51,19 +51,22 @@ $(R)/tiles/manifest.json: $(R)/fetch/manifest.json
 	$(CLI) tiles --config $(CONFIG) $(ARGS)
 $(R)/train/manifest.json: $(R)/tiles/manifest.json
 	$(CLI) train --config $(CONFIG) $(ARGS)
+$(R)/map/manifest.json: $(R)/train/manifest.json
+	$(CLI) map --config $(CONFIG) $(ARGS)
 $(R)/predict/manifest.json: $(R)/train/manifest.json
 	$(CLI) predict --config $(CONFIG) $(ARGS)
 $(R)/attribute/manifest.json: $(R)/predict/manifest.json
 	$(CLI) attribute --config $(CONFIG) $(ARGS)
 $(R)/audit/manifest.json: $(R)/attribute/manifest.json
 	$(CLI) audit --config $(CONFIG) $(ARGS)
-$(R)/report/manifest.json: $(R)/audit/manifest.json
+$(R)/report/manifest.json: $(R)/audit/manifest.json $(R)/map/manifest.json
 	$(CLI) report --config $(CONFIG) $(ARGS)
 
 labels: $(R)/labels/manifest.json ## OSM solar farms -> farms.gpkg, plan.gpkg
 fetch: $(R)/fetch/manifest.json ## Sentinel-2 L2A patches from STAC (10-band COGs)
 tiles: $(R)/tiles/manifest.json ## Masks on each patch grid, spatial splits, band stats
 train: $(R)/train/manifest.json ## Lightning U-Net (resumes from its last checkpoint)
+map: $(R)/map/manifest.json ## Map the whole area on Dask: probability/provenance COGs, farms.gpkg
 predict: $(R)/predict/manifest.json ## Probability/mask COGs, farm polygons, evaluation
 attribute: $(R)/attribute/manifest.json ## Attribution COGs (saliency, IG, SHAP, ...)
 audit: $(R)/audit/manifest.json ## Spurious-cue reliance, counterfactuals, sanity checks
@@ -73,7 +76,7 @@ demo: $(VENV) ## Install, then run every stage on the demo world and say where r
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory report RUN=$(RUN) && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s" && \
-	echo "results: $(R)/  (open $(R)/report/index.html; GeoTIFFs under $(R)/predict and $(R)/attribute)"
+	echo "results: $(R)/  (open $(R)/report/index.html; GeoTIFFs under $(R)/map, $(R)/predict and $(R)/attribute)"
 
 all: demo
 
@@ -97,7 +100,7 @@ format: $(VENV) ## Apply ruff's formatter and fixes
 	$(PY) -m ruff format pipeline tests
 	$(PY) -m ruff check --fix pipeline tests
 
-bench: $(VENV) ## Benchmarks (fetch, train/infer, attribution); results in data/bench/
+bench: $(VENV) ## Benchmarks (fetch, train/infer, attribution, map); results in data/bench/
 	$(PY) -m pipeline.bench all
 
 shortcut-experiment: $(VENV) ## Train confounded and clean models (3 seeds each, configs/shortcut*.yaml) and audit them

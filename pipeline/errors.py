@@ -56,3 +56,11 @@ class AttributionError(PipelineError, ValueError):
 
 class AuditError(PipelineError, ValueError):
     """An audit cannot be computed (missing cue bands, thresholds out of range, no attributions)."""
+
+
+class MapError(PipelineError, ValueError):
+    """An area cannot be mapped: no imagery, unreadable chunks, an area that is not one."""
+
+
+class ComputeError(PipelineError, OSError):
+    """The Dask cluster cannot be reached or started."""

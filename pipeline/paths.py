@@ -81,6 +81,11 @@ class RunPaths:
         """GeoPackage of planned patches (EPSG:4326; patch_id, epsg, x0, y0, size, gsd, kind)."""
         return self.stage_dir("labels") / "plan.gpkg"
 
+    @property
+    def aoi(self) -> Path:
+        """GeoPackage of the labels' area of interest (one polygon, EPSG:4326, layer ``aoi``)."""
+        return self.stage_dir("labels") / "aoi.gpkg"
+
     # fetch -------------------------------------------------------------------------------
     @property
     def patches_dir(self) -> Path:
@@ -217,6 +222,79 @@ class RunPaths:
     def raster_farms(self, stem: str) -> Path:
         return self.predicted_rasters_dir / f"{stem}_farms.gpkg"
 
+    # map ---------------------------------------------------------------------------------
+    @property
+    def map_chunks_dir(self) -> Path:
+        """Folder of the per-chunk outputs (kept for re-runs)."""
+        return self.stage_dir("map") / "chunks"
+
+    def map_chunk(self, chunk_id: str) -> Path:
+        """float32 probability of one chunk's core (nodata NaN), tagged with its digest."""
+        return self.map_chunks_dir / f"{chunk_id}.tif"
+
+    def map_chunk_provenance(self, chunk_id: str) -> Path:
+        """Acquisition index of every pixel of one chunk's core (0 = none)."""
+        return self.map_chunks_dir / f"{chunk_id}_src.tif"
+
+    def map_probability(self, epsg: int) -> Path:
+        """Probability COG of one UTM zone (mosaic of the chunk cores, overviews)."""
+        return self.stage_dir("map") / f"probability_{epsg}.tif"
+
+    def map_provenance(self, epsg: int) -> Path:
+        """Provenance COG of one UTM zone: index into ``acquisitions.csv`` per pixel."""
+        return self.stage_dir("map") / f"provenance_{epsg}.tif"
+
+    @property
+    def map_farms(self) -> Path:
+        """GeoPackage of mapped farms (EPSG:4326, layer ``farms``)."""
+        return self.stage_dir("map") / "farms.gpkg"
+
+    @property
+    def map_gaps(self) -> Path:
+        """GeoPackage of chunks left unmapped and why (layer ``gaps``)."""
+        return self.stage_dir("map") / "gaps.gpkg"
+
+    @property
+    def map_acquisitions(self) -> Path:
+        """CSV: the acquisitions provenance indices refer to."""
+        return self.stage_dir("map") / "acquisitions.csv"
+
+    @property
+    def map_catalog(self) -> Path:
+        """Self-contained STAC catalog of the map's outputs."""
+        return self.stage_dir("map") / "stac" / "catalog.json"
+
+    @property
+    def map_patches_dir(self) -> Path:
+        """Folder of the composite patches cut around mapped farms."""
+        return self.stage_dir("map") / "patches"
+
+    def map_patch(self, farm_id: str) -> Path:
+        """10-band uint16 composite around one mapped farm."""
+        return self.map_patches_dir / f"{farm_id}.tif"
+
+    def map_patch_scl(self, farm_id: str) -> Path:
+        """Composite SCL on the farm patch's grid."""
+        return self.map_patches_dir / f"{farm_id}_scl.tif"
+
+    def map_patch_probability(self, farm_id: str) -> Path:
+        """Probability cut from the zone mosaic on the farm patch's grid."""
+        return self.map_patches_dir / f"{farm_id}_prob.tif"
+
+    def map_patch_mask(self, farm_id: str) -> Path:
+        """Label mask (labels/farms.gpkg) rasterized on the farm patch's grid."""
+        return self.map_patches_dir / f"{farm_id}_mask.tif"
+
+    @property
+    def map_patches_index(self) -> Path:
+        """GeoPackage: one row per farm patch (patch_id, farm_id, epsg, relative paths)."""
+        return self.stage_dir("map") / "patches.gpkg"
+
+    @property
+    def map_summary(self) -> Path:
+        """JSON: chunk counts, failures and gaps of the last map run (also on failure)."""
+        return self.stage_dir("map") / "summary.json"
+
     # attribute ---------------------------------------------------------------------------
     def attribution(self, patch_id: str, method: str, target: str, target_id: str = "") -> Path:
         """Attribution COG: ``<pid>.tif`` for a patch-level target, ``<pid>__<target_id>.tif``
@@ -249,22 +327,6 @@ class RunPaths:
     def attribution_scene(self, method: str, target: str, crs_name: str) -> Path:
         """A stitched per-zone mosaic of patch attributions."""
         return self.stage_dir("attribute") / "scene" / method / target / f"{crs_name}.tif"
-
-    # map ---------------------------------------------------------------------------------
-    # Read by the report when a run has a map (written by the map stage).
-    def map_probability(self, epsg: int) -> Path:
-        """Probability COG of one UTM zone (mosaic of the chunk cores, overviews)."""
-        return self.stage_dir("map") / f"probability_{epsg}.tif"
-
-    @property
-    def map_farms(self) -> Path:
-        """GeoPackage of mapped farms (EPSG:4326, layer ``farms``)."""
-        return self.stage_dir("map") / "farms.gpkg"
-
-    @property
-    def map_catalog(self) -> Path:
-        """Self-contained STAC catalog of the map's outputs."""
-        return self.stage_dir("map") / "stac" / "catalog.json"
 
     def map_truecolour(self, epsg: int) -> Path:
         """Low-resolution true-colour mosaic (B04, B03, B02) of one UTM zone, when the map

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipeline.io import write_json
 
-BENCHES = ("fetch", "model", "attribution")
+BENCHES = ("fetch", "model", "attribution", "map")
 
 
 def machine() -> dict[str, object]:

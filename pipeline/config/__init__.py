@@ -25,10 +25,12 @@ from pydantic import ValidationError, model_validator
 from pipeline.config.attribute import AttributeConfig
 from pipeline.config.audit import AuditConfig
 from pipeline.config.base import Section
+from pipeline.config.compute import ComputeConfig
 from pipeline.config.derived import derive_defaults
 from pipeline.config.fetch import FetchConfig
 from pipeline.config.files import deep_merge, read_config
 from pipeline.config.labels import LabelsConfig
+from pipeline.config.map import MapConfig
 from pipeline.config.predict import PredictConfig
 from pipeline.config.report import ReportConfig
 from pipeline.config.run import RunSection
@@ -40,8 +42,10 @@ from pipeline.errors import ConfigError
 __all__ = [
     "AttributeConfig",
     "AuditConfig",
+    "ComputeConfig",
     "FetchConfig",
     "LabelsConfig",
+    "MapConfig",
     "PredictConfig",
     "ReportConfig",
     "RunConfig",
@@ -74,6 +78,18 @@ class RunConfig(Section):
     attribute: AttributeConfig = AttributeConfig()
     audit: AuditConfig = AuditConfig()
     report: ReportConfig = ReportConfig()
+    map: MapConfig = MapConfig()
+    compute: ComputeConfig = ComputeConfig()
+
+    @model_validator(mode="after")
+    def _halo_covers_overlap(self) -> RunConfig:
+        if self.map.halo_px < self.predict.overlap:
+            raise ValueError(
+                f"map.halo_px {self.map.halo_px} is smaller than predict.overlap "
+                f"{self.predict.overlap}: chunk seams would show. Set map.halo_px to at least "
+                f"{self.predict.overlap}"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod

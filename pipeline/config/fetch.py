@@ -92,22 +92,28 @@ class FetchConfig(Section):
     @field_validator("datetime")
     @classmethod
     def _interval(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = value.split("/")
-        if len(parts) > 2 or not all(parts):
+        return validate_interval(value, "fetch.datetime")
+
+
+def validate_interval(value: str | None, key: str) -> str | None:
+    """``value`` when it is an RFC 3339 date or interval (``a/b``, ``..`` open), else an error
+    naming ``key``."""
+    if value is None:
+        return None
+    parts = value.split("/")
+    if len(parts) > 2 or not all(parts):
+        raise ValueError(
+            f"{key} = {value!r} is not an RFC 3339 date or interval; write e.g. "
+            "2023-06-01/2023-09-30 or 2023-06-01/.."
+        )
+    for part in parts:
+        if part == "..":
+            continue
+        try:
+            datetime.fromisoformat(part.replace("Z", "+00:00"))
+        except ValueError as err:
             raise ValueError(
-                f"fetch.datetime = {value!r} is not an RFC 3339 date or interval; write e.g. "
-                "2023-06-01/2023-09-30 or 2023-06-01/.."
-            )
-        for part in parts:
-            if part == "..":
-                continue
-            try:
-                datetime.fromisoformat(part.replace("Z", "+00:00"))
-            except ValueError as err:
-                raise ValueError(
-                    f"fetch.datetime = {value!r}: {part!r} is not an ISO date/time; write "
-                    "e.g. 2023-06-01/2023-09-30"
-                ) from err
-        return value
+                f"{key} = {value!r}: {part!r} is not an ISO date/time; write "
+                "e.g. 2023-06-01/2023-09-30"
+            ) from err
+    return value

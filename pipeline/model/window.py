@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,6 +290,20 @@ def check_input(
         )
 
 
+#: Reads the ``window`` square at ``(y, x)``: ``(data (C, window, window), h, w)``, where
+#: ``h, w`` are the rows and columns inside the raster (the rest is padding).
+WindowReader = Callable[[int, int, int], tuple[np.ndarray, int, int]]
+
+
+def _pad_window(data: np.ndarray, window: int) -> np.ndarray:
+    """Pad a clipped ``(C, h, w)`` window to ``(C, window, window)`` by reflection."""
+    h, w = data.shape[-2:]
+    if (h, w) == (window, window):
+        return data
+    pad = ((0, 0), (0, window - h), (0, window - w))
+    return np.pad(data, pad, mode="reflect") if min(h, w) > 1 else np.pad(data, pad, "edge")
+
+
 def _read_window(
     src: rasterio.io.DatasetReader, y: int, x: int, window: int
 ) -> tuple[np.ndarray, int, int]:
@@ -307,10 +321,126 @@ def _read_window(
             "is truncated or corrupt: delete it and re-run the stage that wrote it (`make "
             "fetch` for a patch), then predict again"
         ) from err
-    if (h, w) != (window, window):
-        pad = ((0, 0), (0, window - h), (0, window - w))
-        data = np.pad(data, pad, mode="reflect") if min(h, w) > 1 else np.pad(data, pad, "edge")
-    return data, h, w
+    return _pad_window(data, window), h, w
+
+
+def check_window(spec: WindowSpec, predictor: Predictor) -> None:
+    """Raise :class:`ModelError` unless the window suits the network's downsampling."""
+    factor = 2**predictor.meta.arch.encoder_depth
+    if spec.window % factor:
+        raise ModelError(
+            f"predict.window {spec.window} is not a multiple of {factor} (2**encoder_depth of "
+            f"the model); use e.g. {max(factor, spec.window // factor * factor)}"
+        )
+
+
+def blend_strips(
+    read: WindowReader,
+    shape: tuple[int, int],
+    predictor: Predictor,
+    spec: WindowSpec,
+    nodata: float | None,
+    needed: np.ndarray | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Blended sliding-window probabilities of a raster, one finished strip of rows at a time.
+
+    Args:
+        read: Reads one window (see :data:`WindowReader`).
+        shape: ``(height, width)`` of the raster.
+        predictor: The model.
+        spec: Window settings (already fitted to the raster, see :func:`fit_window`).
+        nodata: Input value marking a pixel as nodata when all bands hold it (None: none).
+        needed: Optional ``(H, W)`` bool: windows holding no needed pixel are not predicted
+            (their pixels stay NaN unless another window covers them). Every needed pixel
+            gets exactly the value it gets without ``needed``.
+
+    Yields:
+        ``(top row, (n, width) float32)``: probabilities, NaN at nodata or uncovered pixels.
+
+    Raises:
+        ModelError: without ``needed``, a pixel left uncovered (cannot happen).
+    """
+    height, width = shape
+    weights = blend_weights(spec.window, spec.blend)
+    ys = window_offsets(height, spec.window, spec.overlap)
+    xs = window_offsets(width, spec.window, spec.overlap)
+    strip = min(spec.window, height)
+    acc = np.zeros((strip, width), np.float64)
+    wsum = np.zeros_like(acc)
+    valid = np.zeros(acc.shape, bool)
+    batch = max(1, predictor.batch_size)
+    top = 0
+    for i, y in enumerate(ys):
+        row = [
+            x
+            for x in xs
+            if needed is None or needed[y : y + spec.window, x : x + spec.window].any()
+        ]
+        for b in range(0, len(row), batch):
+            cols = row[b : b + batch]
+            reads = [read(y, x, spec.window) for x in cols]
+            probs = predictor(np.stack([r[0] for r in reads]))
+            for x, (data, h, w), prob in zip(cols, reads, probs, strict=True):
+                rows = slice(y - top, y - top + h)
+                acc[rows, x : x + w] += prob[:h, :w] * weights[:h, :w]
+                wsum[rows, x : x + w] += weights[:h, :w]
+                if nodata is None:
+                    valid[rows, x : x + w] = True
+                else:
+                    valid[rows, x : x + w] = (data[:, :h, :w] != nodata).any(axis=0)
+        done = ys[i + 1] if i + 1 < len(ys) else height
+        n = done - top
+        covered = wsum[:n] > 0
+        if needed is None and not covered.all():  # cannot happen with positive weights
+            raise ModelError("blend weights left pixels uncovered")
+        out = np.full((n, width), np.nan, np.float32)
+        np.divide(acc[:n], wsum[:n], out=out, where=covered & valid[:n], casting="unsafe")
+        yield top, out
+        for buf in (acc, wsum, valid):
+            buf[: strip - n] = buf[n:].copy()
+            buf[strip - n :] = 0
+        top = done
+
+
+def predict_array(
+    dn: np.ndarray,
+    predictor: Predictor,
+    spec: WindowSpec,
+    *,
+    nodata: int = 0,
+    needed: np.ndarray | None = None,
+) -> np.ndarray:
+    """Blended sliding-window probabilities of an in-memory raster (a map chunk).
+
+    The same windows, blending and nodata rule as :func:`predict_raster`: a pixel gets the
+    value it gets when the array is written to a file and predicted from there.
+
+    Args:
+        dn: ``(C, H, W)`` stored DN (uint16 reflectance x 10000) in the model's band order.
+        predictor: The model.
+        spec: Window settings.
+        nodata: A pixel is nodata when every band holds it.
+        needed: Optional ``(H, W)`` bool of the pixels whose values are wanted (see
+            :func:`blend_strips`).
+
+    Returns:
+        ``(H, W)`` float32 probabilities, NaN at nodata (and unneeded, unpredicted) pixels.
+
+    Raises:
+        ModelError: a window the network cannot take.
+    """
+    check_window(spec, predictor)
+    height, width = dn.shape[-2:]
+    spec = fit_window(spec, height, width, 2**predictor.meta.arch.encoder_depth)
+
+    def read(y: int, x: int, window: int) -> tuple[np.ndarray, int, int]:
+        data = dn[:, y : y + window, x : x + window]
+        return _pad_window(data, window), data.shape[1], data.shape[2]
+
+    out = np.empty((height, width), np.float32)
+    for top, strip in blend_strips(read, (height, width), predictor, spec, nodata, needed):
+        out[top : top + len(strip)] = strip
+    return out
 
 
 def predict_raster(
@@ -332,12 +462,7 @@ def predict_raster(
         RasterError: the input is unreadable or not integer DN.
         GeoMismatchError: the CRS is missing or unexpected.
     """
-    factor = 2**predictor.meta.arch.encoder_depth
-    if spec.window % factor:
-        raise ModelError(
-            f"predict.window {spec.window} is not a multiple of {factor} (2**encoder_depth of "
-            f"the model); use e.g. {max(factor, spec.window // factor * factor)}"
-        )
+    check_window(spec, predictor)
     try:
         src = rasterio.open(src_path)
     except rasterio.errors.RasterioError as err:
@@ -345,46 +470,23 @@ def predict_raster(
     with src:
         check_input(src, predictor.meta, Path(src_path), expected_crs)
         grid = Grid(src.crs, src.transform, src.height, src.width)
-        nodata = src.nodata
-        spec = fit_window(spec, src.height, src.width, factor)
-        weights = blend_weights(spec.window, spec.blend)
-        ys = window_offsets(src.height, spec.window, spec.overlap)
-        xs = window_offsets(src.width, spec.window, spec.overlap)
-        strip = min(spec.window, src.height)
-        acc = np.zeros((strip, src.width), np.float64)
-        wsum = np.zeros_like(acc)
-        valid = np.zeros(acc.shape, bool)
+        spec = fit_window(spec, src.height, src.width, 2**predictor.meta.arch.encoder_depth)
+        windows = len(window_offsets(src.height, spec.window, spec.overlap)) * len(
+            window_offsets(src.width, spec.window, spec.overlap)
+        )
         nodata_pixels = 0
+
+        def read(y: int, x: int, window: int) -> tuple[np.ndarray, int, int]:
+            return _read_window(src, y, x, window)
+
         with streaming_cog(
             dst_path, grid, dtype="float32", band_name="probability", nodata=float("nan"), tags=tags
         ) as dst:
-            top = 0
-            for i, y in enumerate(ys):
-                for b in range(0, len(xs), max(1, predictor.batch_size)):
-                    cols = xs[b : b + max(1, predictor.batch_size)]
-                    reads = [_read_window(src, y, x, spec.window) for x in cols]
-                    probs = predictor(np.stack([r[0] for r in reads]))
-                    for x, (data, h, w), prob in zip(cols, reads, probs, strict=True):
-                        rows = slice(y - top, y - top + h)
-                        acc[rows, x : x + w] += prob[:h, :w] * weights[:h, :w]
-                        wsum[rows, x : x + w] += weights[:h, :w]
-                        if nodata is None:
-                            valid[rows, x : x + w] = True
-                        else:
-                            valid[rows, x : x + w] = (data[:, :h, :w] != nodata).any(axis=0)
-                done = ys[i + 1] if i + 1 < len(ys) else src.height
-                n = done - top
-                if not (wsum[:n] > 0).all():  # cannot happen with positive weights
-                    raise ModelError(f"blend weights left pixels of {src_path} uncovered")
-                out = (acc[:n] / wsum[:n]).astype(np.float32)
-                out[~valid[:n]] = np.nan
-                nodata_pixels += int((~valid[:n]).sum())
-                dst.write(out[None], window=Window(0, top, src.width, n))
-                for buf in (acc, wsum, valid):
-                    buf[: strip - n] = buf[n:].copy()
-                    buf[strip - n :] = 0
-                top = done
-    return RasterPrediction(grid, len(ys) * len(xs), nodata_pixels, predictor.batch_size)
+            strips = blend_strips(read, grid.shape, predictor, spec, src.nodata)
+            for top, out in strips:
+                nodata_pixels += int(np.isnan(out).sum())
+                dst.write(out[None], window=Window(0, top, src.width, len(out)))
+    return RasterPrediction(grid, windows, nodata_pixels, predictor.batch_size)
 
 
 def threshold_raster(

@@ -125,7 +125,25 @@ def _inside_window(src: DatasetReader, grid: Grid) -> Window | None:
     return win
 
 
-def _read_window(src: DatasetReader, grid: Grid, resampling: Resampling, dtype: str) -> np.ndarray:
+def resample_into_grid(
+    src: DatasetReader, grid: Grid, resampling: Resampling, dtype: str
+) -> np.ndarray:
+    """Band 1 of an open raster on ``grid``; nodata (0) where ``src`` has no data.
+
+    Same CRS with ``grid`` inside ``src``: GDAL's resampling read of the exact (fractional)
+    window. Otherwise the warper, from the source window around ``grid`` (aligned grids copy
+    exactly). Fetch reads every patch with it, and the map every chunk, so a pixel gets the same
+    value whichever reads it.
+
+    Args:
+        src: An open single-band raster (a COG, or a window of one held in memory).
+        grid: Target grid (any CRS).
+        resampling: Used unless the source is aligned with ``grid``.
+        dtype: Output dtype.
+
+    Returns:
+        ``(grid.height, grid.width)`` array of ``dtype``.
+    """
     inside = _inside_window(src, grid)
     if inside is not None:
         # same CRS, patch inside the scene: GDAL's resampling RasterIO on the exact window is
@@ -172,9 +190,9 @@ def read_into_grid(
     """
     if not reuse:
         with _checked_open(href) as src:
-            return _read_window(src, grid, resampling, dtype)
+            return resample_into_grid(src, grid, resampling, dtype)
     try:
-        return _read_window(_cached_open(href), grid, resampling, dtype)
+        return resample_into_grid(_cached_open(href), grid, resampling, dtype)
     except Exception:
         _evict(href)
         raise

@@ -54,6 +54,12 @@ def _train(cfg: RunConfig, paths: RunPaths) -> StageOutput:
     return train.run(cfg, paths)
 
 
+def _map(cfg: RunConfig, paths: RunPaths) -> StageOutput:
+    from pipeline.stages import map as map_stage
+
+    return map_stage.run(cfg, paths)
+
+
 def _predict(cfg: RunConfig, paths: RunPaths) -> StageOutput:
     from pipeline.stages import predict
 
@@ -110,7 +116,7 @@ STAGES: dict[str, Stage] = {
             (),
             ("labels",),
             "an OSM extract (.osm/.pbf/.bz2) or the Overpass API, and the AOI",
-            "labels/farms.gpkg, labels/rejected.gpkg, labels/plan.gpkg",
+            "labels/farms.gpkg, labels/rejected.gpkg, labels/plan.gpkg, labels/aoi.gpkg",
             uses_world=True,
         ),
         Stage(
@@ -137,6 +143,16 @@ STAGES: dict[str, Stage] = {
             ("train",),
             "tiles/index.gpkg, the patches and masks, tiles/band_stats.json",
             "train/model.pt, train/checkpoints/, train/logs/",
+        ),
+        Stage(
+            "map",
+            _map,
+            ("labels", "train"),
+            ("map", "predict", "fetch"),
+            "train/model.pt, labels/aoi.gpkg (or map.area_*) and the STAC catalog of fetch",
+            "map/probability_<epsg>.tif, map/provenance_<epsg>.tif, map/farms.gpkg, "
+            "map/gaps.gpkg, map/stac/catalog.json, map/patches/",
+            uses_world=True,
         ),
         Stage(
             "predict",

@@ -124,9 +124,11 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         tmp_farms = stack.enter_context(atomic_path(paths.farms))
         tmp_rejected = stack.enter_context(atomic_path(paths.rejected))
         tmp_plan = stack.enter_context(atomic_path(paths.plan))
+        tmp_aoi = stack.enter_context(atomic_path(paths.aoi))
         result.farms.to_file(tmp_farms, layer="farms", driver="GPKG")
         result.rejected.to_file(tmp_rejected, layer="rejected", driver="GPKG")
         plan.patches.to_file(tmp_plan, layer="plan", driver="GPKG")
+        gpd.GeoDataFrame(geometry=[aoi], crs=4326).to_file(tmp_aoi, layer="aoi", driver="GPKG")
     summary = {
         **info,
         "aoi_bounds": [round(v, 7) for v in aoi.bounds],
@@ -142,4 +144,4 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         plan.counts["positives"],
         plan.counts["negatives"] + plan.counts["hard_negatives"],
     )
-    return StageOutput([paths.farms, paths.rejected, paths.plan], summary)
+    return StageOutput([paths.farms, paths.rejected, paths.plan, paths.aoi], summary)

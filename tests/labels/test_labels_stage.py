@@ -96,6 +96,11 @@ def test_aoi_as_utm_bbox_and_as_file(demo_osm, make_cfg, tmp_path: Path) -> None
     )
     out = labels.run(cfg, RunPaths(cfg.run.data_root, cfg.run.name))
     assert sorted(_read(cfg)[0]["farm_id"]) == ["r200", "w100", "w400"]
+    # the AOI is kept for the map stage: one polygon in EPSG:4326
+    kept = gpd.read_file(RunPaths(cfg.run.data_root, cfg.run.name).aoi, layer="aoi")
+    assert len(kept) == 1 and kept.crs.to_epsg() == 4326
+    utm = to_epsg(kept.geometry.iloc[0], 32618)
+    assert utm.bounds == pytest.approx((X0 - 100, Y0 - 100, X0 + 3300, Y0 + 500), abs=0.5)
     assert out.summary["outside_aoi"] == 4  # w500, w600, w700, w800
     aoi = gpd.GeoDataFrame(
         geometry=[box(X0 - 100, Y0 + 900, X0 + 300, Y0 + 1100)], crs="EPSG:32618"

@@ -1,0 +1,85 @@
+"""The Dask cluster every scaled-out stage submits to: a local one, or one already running.
+
+``compute.scheduler: null`` starts a ``LocalCluster`` of worker processes on this machine
+(``compute.workers`` of ``compute.threads_per_worker`` threads). Otherwise the address of a
+running scheduler is used. Common ways to start one:
+
+* by hand: ``dask scheduler`` on one machine, ``dask worker tcp://HOST:8786 --nthreads 1`` on
+  each worker machine (with this package and its data paths reachable);
+* SLURM/PBS: ``dask_jobqueue.SLURMCluster(...).scale(jobs=N)``, then its ``scheduler_address``;
+* Kubernetes: the dask-kubernetes operator's ``KubeCluster``, then its scheduler address.
+
+Workers must see the same paths as the client (the run folder on a shared file system) and
+the same STAC catalog URLs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pipeline.config.compute import ComputeConfig
+from pipeline.errors import ComputeError
+
+log = logging.getLogger(__name__)
+
+#: Loggers of distributed that chatter at INFO on every cluster start and stop.
+QUIET_LOGGERS = ("distributed", "bokeh", "tornado")
+
+
+def worker_count(cc: ComputeConfig) -> int:
+    """Local workers: ``compute.workers`` or one per CPU core."""
+    return (os.cpu_count() or 1) if cc.workers == "auto" else int(cc.workers)
+
+
+def _quiet() -> None:
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextmanager
+def open_client(cc: ComputeConfig) -> Iterator[Any]:
+    """A ``distributed.Client`` on a local cluster or on ``cc.scheduler``; closed on exit.
+
+    Raises:
+        ComputeError: the scheduler cannot be reached, or the local cluster cannot start.
+    """
+    from distributed import Client, LocalCluster
+
+    _quiet()
+    if cc.scheduler:
+        try:
+            client = Client(cc.scheduler, timeout=f"{cc.connect_timeout_s}s")
+        except (OSError, TimeoutError) as err:
+            raise ComputeError(
+                f"cannot reach the Dask scheduler at {cc.scheduler} ({err}). Start one with "
+                "`dask scheduler` (and `dask worker <address>`), check compute.scheduler, or set "
+                "compute.scheduler: null for a local cluster"
+            ) from err
+        with client:
+            log.info("Dask: scheduler %s, %d workers", cc.scheduler, len(client.nthreads()))
+            yield client
+        return
+    n = worker_count(cc)
+    try:
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=cc.threads_per_worker,
+            processes=True,
+            memory_limit=cc.memory_limit,
+            dashboard_address=":0" if cc.dashboard else None,
+            silence_logs=logging.WARNING,
+        )
+    except (OSError, ValueError, TimeoutError) as err:
+        raise ComputeError(
+            f"cannot start a local Dask cluster of {n} workers ({err}); lower compute.workers "
+            "or compute.memory_limit"
+        ) from err
+    with cluster, Client(cluster) as client:
+        if cc.dashboard:
+            log.info("Dask dashboard: %s", client.dashboard_link)
+        log.info("Dask: local cluster of %d worker(s) x %d thread(s)", n, cc.threads_per_worker)
+        yield client
