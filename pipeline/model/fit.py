@@ -16,6 +16,7 @@ seeded from the run seed.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -32,7 +33,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from pipeline.config import TrainConfig
@@ -41,6 +42,7 @@ from pipeline.io import write_json
 from pipeline.model.data import TilesDataModule, device_batch_size
 from pipeline.model.evaluate import PixelCounts, ThresholdSweep, pixel_counts
 from pipeline.model.module import MONITOR, GlobalBatchNormSync, SegmentationModule
+from pipeline.model.progress import EpochProgress
 
 log = logging.getLogger(__name__)
 
@@ -240,19 +242,14 @@ def mark_complete(ckpt_dir: Path, key: str) -> None:
     write_json(ckpt_dir.with_name(KEY_FILE), {"key": key, "complete": True})
 
 
-class EpochLog(Callback):
-    """One log line per validation epoch (the progress bar is off in batch runs)."""
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
-            return
-        m = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        log.info(
-            "epoch %d step %d: %s",
-            trainer.current_epoch,
-            trainer.global_step,
-            " ".join(f"{k}={v:.4f}" for k, v in sorted(m.items())),
-        )
+def loggers_for(logs_dir: Path) -> list[Logger]:
+    """CSV logs always; TensorBoard logs when the ``tensorboard`` extra is installed."""
+    loggers: list[Logger] = [CSVLogger(logs_dir, name="csv", version=0)]
+    if importlib.util.find_spec("tensorboard") is None:
+        log.info("TensorBoard logs skipped: install the extra (pip install '.[tensorboard]')")
+    else:
+        loggers.append(TensorBoardLogger(logs_dir, name="tensorboard", version=0))
+    return loggers
 
 
 def build_trainer(
@@ -286,10 +283,7 @@ def build_trainer(
     )
     # select and stop on the validation loss (see MONITOR)
     stopping = EarlyStopping(monitor=MONITOR, mode="min", patience=cfg.early_stopping_patience)
-    loggers = [
-        CSVLogger(logs_dir, name="csv", version=0),
-        TensorBoardLogger(logs_dir, name="tensorboard", version=0),
-    ]
+    loggers = loggers_for(logs_dir)
     strategy = resolve_strategy(cfg)
     gpu = uses_gpu(cfg)
     return L.Trainer(
@@ -303,7 +297,7 @@ def build_trainer(
         deterministic=cfg.deterministic,
         precision=resolve_precision(cfg),  # type: ignore[arg-type]
         max_epochs=cfg.epochs,
-        callbacks=[checkpoint, stopping, EpochLog(), *extra_callbacks],
+        callbacks=[checkpoint, stopping, EpochProgress(), *extra_callbacks],
         logger=loggers,
         log_every_n_steps=cfg.log_every_n_steps,
         num_sanity_val_steps=0,
