@@ -1,3 +1,3 @@
-"""Fixtures of the attribution tests (helpers live in attribution_support.py, imported by name)."""
+"""Fixtures of the attribution tests (a tiny model and input, in ``support.attribution``)."""
 
-from attribution_support import *  # noqa: F403
+from support.attribution import one_torch_thread, tiny_input, tiny_model  # noqa: F401

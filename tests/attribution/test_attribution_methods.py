@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from attribution_support import brute_force_shapley, composite_value
+from support.attribution import brute_force_shapley, composite_value
 
 from pipeline.attribution.baselines import median_baseline
 from pipeline.attribution.lshapley import lshapley_values

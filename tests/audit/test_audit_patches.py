@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from audit_fixtures import FARM, SIZE, SNOW, build_run, region_mask
+from support.audit import FARM, SIZE, SNOW, build_run, region_mask
 
 from pipeline.audit.patches import (
     CUE_COLUMNS,

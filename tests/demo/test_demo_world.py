@@ -12,7 +12,7 @@ import pystac
 import pytest
 import rasterio
 from shapely.geometry import Polygon
-from worldbuild import (
+from support.world import (
     ASSET_KEYS,
     CLEAR,
     CLOUDY,

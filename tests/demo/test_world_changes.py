@@ -15,7 +15,7 @@ import pytest
 import rasterio
 from shapely import affinity
 from shapely.geometry import box
-from worldbuild import (
+from support.world import (
     CHANGES_OFF,
     CLEAR,
     CLOUDY,

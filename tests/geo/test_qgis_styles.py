@@ -40,7 +40,7 @@ from pipeline.geo.styles import (
 from pipeline.geo.vrt import zone_vrts
 
 QGIS_PYTHON = os.environ.get("QGIS_PYTHON", "/usr/bin/python3")
-PROBE = Path(__file__).with_name("qgis_probe.py")
+PROBE = Path(__file__).parents[1] / "support" / "qgis_probe.py"
 
 
 def _qgis() -> None:

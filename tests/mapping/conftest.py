@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mapping_support import (
+from shapely.geometry import box
+from support.mapping import (
     EPSG,
     FARMS,
     HEIGHT,
@@ -19,7 +20,6 @@ from mapping_support import (
     main_scenes,
     write_catalog,
 )
-from shapely.geometry import box
 
 from pipeline.compute import open_client
 from pipeline.config.compute import ComputeConfig

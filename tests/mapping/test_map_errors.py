@@ -8,7 +8,7 @@ from pathlib import Path
 import geopandas as gpd
 import pytest
 import yaml
-from mapping_support import World, write_labels
+from support.mapping import World, write_labels
 
 from pipeline.bands import BANDS
 from pipeline.cli import main

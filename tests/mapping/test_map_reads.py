@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mapping_support import World
+from support.mapping import World
 
 from pipeline.bands import BANDS
 from pipeline.mapping.grid import plan_chunks

@@ -15,7 +15,8 @@ import pystac
 import pytest
 import rasterio
 import torch
-from mapping_support import (
+from shapely.geometry import box
+from support.mapping import (
     CLOUD_A,
     EPSG,
     FARMS,
@@ -27,7 +28,6 @@ from mapping_support import (
     run_map,
     write_catalog,
 )
-from shapely.geometry import box
 
 from pipeline.bands import BANDS
 from pipeline.errors import MapError

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from model_helpers import make_run
+from support.model import make_run
 from torch import nn
 
 from pipeline.bands import BANDS

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from model_helpers import make_run
+from support.model import make_run
 
 from pipeline.bands import BANDS
 from pipeline.config import RunConfig

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import torch
-from model_helpers import TINY_TRAIN, make_run
+from support.model import TINY_TRAIN, make_run
 
 from pipeline.model.data import TileDataset, read_band_stats, read_tiles_index
 from pipeline.model.io import load_model

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "audit"))
-
-from audit_fixtures import audited_run
+from support.audit import audited_run
 
 from pipeline.config import RunConfig
 from pipeline.paths import RunPaths

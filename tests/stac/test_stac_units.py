@@ -7,8 +7,8 @@ from datetime import UTC, date, datetime
 import numpy as np
 import pystac
 import pytest
-from fetch_support import ES_ITEM, PC_ITEM, c1_template, load_real
 from pydantic import ValidationError
+from support.stac import ES_ITEM, PC_ITEM, c1_template, load_real
 
 from pipeline.bands import BANDS
 from pipeline.config import RunConfig

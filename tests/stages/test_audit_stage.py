@@ -8,7 +8,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
-from audit_fixtures import build_run
+from support.audit import build_run
 
 from pipeline.audit.patches import analyst_on_grid
 from pipeline.errors import AuditError, MissingArtifactError
@@ -76,7 +76,7 @@ def test_no_attributions_is_a_clear_error(tmp_path) -> None:
 
 
 def test_analyst_cues_on_the_grid(tmp_path) -> None:
-    from audit_fixtures import SNOW, grid
+    from support.audit import SNOW, grid
 
     from pipeline.geo.raster import write_cog
 

@@ -11,10 +11,10 @@ import osmium
 import pytest
 import shapely
 from affine import Affine
-from osmbuild import EXPECTED, GENERATOR, PLANT, REJECTED, OsmBuilder, zone_crossing_features
 from pyproj import Geod
 from rasterio.crs import CRS
 from shapely.geometry import box
+from support.osm import EXPECTED, GENERATOR, PLANT, REJECTED, OsmBuilder, zone_crossing_features
 
 from pipeline.errors import LabelsError
 from pipeline.geo.crs import area_m2, to_epsg

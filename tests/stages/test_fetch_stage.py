@@ -12,7 +12,7 @@ import numpy as np
 import pystac
 import pytest
 import rasterio
-from fetch_support import (
+from support.stac import (
     ES_ITEM,
     PC_ITEM,
     X0,
@@ -307,7 +307,7 @@ def test_rerun_reuses_and_config_change_refetches(tmp_path: Path, server: Server
 
 def test_static_catalog_in_demo_layout(tmp_path: Path, cog_root: Path) -> None:
     """The demo world's layout: a static catalog, relative hrefs, baseline 02.01, cloudier item."""
-    from fetch_support import TO_LONLAT, footprint  # noqa: F401 - shared geometry helper
+    from support.stac import TO_LONLAT, footprint  # noqa: F401 - shared geometry helper
 
     root = tmp_path / "world" / "stac"
     catalog = pystac.Catalog("demo", "demo world")

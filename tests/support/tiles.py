@@ -1,9 +1,8 @@
-"""Fixtures of the tiles tests: a labelled run plus a hand-made fetch stage (real COGs)."""
+"""Fixtures of the tiles stage tests: a labelled run plus a hand-made fetch stage (real COGs)."""
 
 from __future__ import annotations
 
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,16 +12,13 @@ import pytest
 from affine import Affine
 from rasterio.crs import CRS
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "labels"))
-
-from osmbuild import demo_features
-
 from pipeline.bands import BANDS
 from pipeline.config import RunConfig
 from pipeline.geo.raster import Grid, write_cog
 from pipeline.manifest import Manifest
 from pipeline.paths import RunPaths
 from pipeline.stages import run_stage
+from support.osm import demo_features
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs
 
 import geopandas as gpd
 import pytest
-from osmbuild import OsmBuilder, demo_features
+from support.osm import OsmBuilder, demo_features
 
 from pipeline.cli import main
 from pipeline.errors import FetchError, LabelsError

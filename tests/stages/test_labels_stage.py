@@ -7,8 +7,8 @@ from pathlib import Path
 
 import geopandas as gpd
 import pytest
-from osmbuild import EXPECTED, X0, Y0, OsmBuilder
 from shapely.geometry import Point, box
+from support.osm import EXPECTED, X0, Y0, OsmBuilder
 
 from pipeline.cli import main
 from pipeline.errors import LabelsError

@@ -14,6 +14,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from affine import Affine
 from rasterio.crs import CRS
@@ -234,3 +235,9 @@ def write_scores(paths: RunPaths, tiles: list[dict]) -> None:
     gpd.GeoDataFrame(footprints, crs=4326).to_file(
         paths.fetch_index, layer="patches", driver="GPKG"
     )
+
+
+@pytest.fixture(scope="session")
+def audited(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, RunPaths]:
+    """The miniature run after the audit and report stages (built once per session)."""
+    return audited_run(tmp_path_factory.mktemp("audited"))

@@ -1,4 +1,5 @@
-"""Hand-written OSM test data: one feature set written as OSM XML and as Overpass JSON/XML.
+"""Hand-written OSM test data: one feature set written as OSM XML and as Overpass JSON/XML,
+and the fixtures of the OSM and labels tests (an .osm file, run configs).
 
 Shapes are drawn in UTM metres (so their areas are known exactly) and stored as lon/lat.
 """
@@ -6,11 +7,16 @@ Shapes are drawn in UTM metres (so their areas are known exactly) and stored as 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import quoteattr
 
+import pytest
 from pyproj import Transformer
+
+from pipeline.config import RunConfig
 
 PLANT = {"power": "plant", "plant:source": "solar"}
 GENERATOR = {"power": "generator", "generator:source": "solar"}
@@ -254,3 +260,30 @@ def zone_crossing_features() -> OsmBuilder:
         PLANT,
     )
     return b
+
+
+@pytest.fixture
+def demo_osm(tmp_path: Path) -> tuple[OsmBuilder, Path]:
+    """The hand-written feature set as an .osm file whose header box pads the features."""
+    b = demo_features()
+    minx, miny, maxx, maxy = b.bounds()
+    return b, b.write_osm(
+        tmp_path / "demo.osm", (minx - 0.05, miny - 0.05, maxx + 0.05, maxy + 0.05)
+    )
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., RunConfig]:
+    """A RunConfig under ``tmp_path/data`` with ``labels`` overrides."""
+
+    def _make(seed: int = 0, tiles: dict[str, Any] | None = None, **labels: Any) -> RunConfig:
+        return RunConfig.model_validate(
+            {
+                "run": {"name": "t", "seed": seed, "data_root": str(tmp_path / "data")},
+                "labels": {"negative_buffer_m": 300, **labels},
+                "fetch": {"catalog": "unused"},
+                "tiles": tiles or {"block_size_m": 2560},
+            }
+        )
+
+    return _make
