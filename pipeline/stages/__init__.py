@@ -8,6 +8,7 @@ go through :data:`STAGES` and :func:`run_stage`.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
@@ -28,60 +29,16 @@ log = logging.getLogger(__name__)
 StageFn = Callable[[RunConfig, RunPaths], StageOutput]
 
 
-# Stage modules import torch, captum and friends; import them only when the stage runs, so
-# `--help` and up-to-date checks stay fast.
-def _labels(cfg: RunConfig, paths: RunPaths) -> StageOutput:
-    from pipeline.stages import labels
+def _lazy(module: str) -> StageFn:
+    """The ``run`` of ``pipeline.stages.<module>``, imported only when the stage runs: stage
+    modules import torch, captum and friends, and ``--help`` and up-to-date checks stay fast."""
 
-    return labels.run(cfg, paths)
+    def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
+        stage = importlib.import_module(f"pipeline.stages.{module}")
+        return stage.run(cfg, paths)
 
-
-def _fetch(cfg: RunConfig, paths: RunPaths) -> StageOutput:
-    from pipeline.stages import fetch
-
-    return fetch.run(cfg, paths)
-
-
-def _tiles(cfg: RunConfig, paths: RunPaths) -> StageOutput:
-    from pipeline.stages import tiles
-
-    return tiles.run(cfg, paths)
-
-
-def _train(cfg: RunConfig, paths: RunPaths) -> StageOutput:
-    from pipeline.stages import train
-
-    return train.run(cfg, paths)
-
-
-def _map(cfg: RunConfig, paths: RunPaths) -> StageOutput:
-    from pipeline.stages import map as map_stage
-
-    return map_stage.run(cfg, paths)
-
-
-def _predict(cfg: RunConfig, paths: RunPaths) -> StageOutput:
-    from pipeline.stages import predict
-
-    return predict.run(cfg, paths)
-
-
-def _attribute(cfg: RunConfig, paths: RunPaths) -> StageOutput:
-    from pipeline.stages import attribute
-
-    return attribute.run(cfg, paths)
-
-
-def _audit(cfg: RunConfig, paths: RunPaths) -> StageOutput:
-    from pipeline.stages import audit
-
-    return audit.run(cfg, paths)
-
-
-def _report(cfg: RunConfig, paths: RunPaths) -> StageOutput:
-    from pipeline.stages import report
-
-    return report.run(cfg, paths)
+    run.__name__ = run.__qualname__ = f"{module}.run"
+    return run
 
 
 @dataclass(frozen=True)
@@ -112,7 +69,7 @@ STAGES: dict[str, Stage] = {
     for s in (
         Stage(
             "labels",
-            _labels,
+            _lazy("labels"),
             (),
             ("labels",),
             "an OSM extract (.osm/.pbf/.bz2) or the Overpass API, and the AOI",
@@ -121,7 +78,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "fetch",
-            _fetch,
+            _lazy("fetch"),
             ("labels",),
             ("fetch",),
             "labels/plan.gpkg and a STAC API or static catalog of Sentinel-2 L2A",
@@ -130,7 +87,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "tiles",
-            _tiles,
+            _lazy("tiles"),
             ("labels", "fetch"),
             ("tiles",),
             "labels/farms.gpkg and fetch/index.gpkg with its patches",
@@ -138,7 +95,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "train",
-            _train,
+            _lazy("train"),
             ("tiles",),
             ("train",),
             "tiles/index.gpkg, the patches and masks, tiles/band_stats.json",
@@ -146,7 +103,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "map",
-            _map,
+            _lazy("map"),
             ("labels", "train"),
             ("map", "predict", "fetch"),
             "train/model.pt, labels/aoi.gpkg (or map.area_*) and the STAC catalog of fetch",
@@ -156,7 +113,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "predict",
-            _predict,
+            _lazy("predict"),
             ("tiles", "train"),
             ("predict",),
             "train/model.pt and the patches in tiles/index.gpkg",
@@ -164,7 +121,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "attribute",
-            _attribute,
+            _lazy("attribute"),
             ("tiles", "train", "predict"),
             ("attribute",),
             "train/model.pt, the patches, predict/ masks and polygons",
@@ -172,7 +129,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "audit",
-            _audit,
+            _lazy("audit"),
             ("tiles", "train", "predict", "attribute"),
             ("audit",),
             "the patches and SCL, attribute/index.csv and its rasters, train/model.pt",
@@ -180,7 +137,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "report",
-            _report,
+            _lazy("report"),
             ("tiles", "predict", "attribute", "audit"),
             ("report",),
             "every earlier stage's outputs",
