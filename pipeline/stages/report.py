@@ -10,179 +10,29 @@ by the stage that writes it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import geopandas as gpd
-import pandas as pd
-
 from pipeline.audit.flags import farm_table
-from pipeline.audit.patches import (
-    PatchData,
-    Polygons,
-    load_patch,
-    read_attribution,
-    read_farm_polygons,
-    target_mask,
-)
+from pipeline.audit.patches import read_farm_polygons
 from pipeline.config import RunConfig
 from pipeline.errors import PipelineError
 from pipeline.io import write_text
 from pipeline.paths import RunPaths
-from pipeline.report import overview
 from pipeline.report.cards import (
     answer,
-    attribution_maps,
     capped_notes,
     card_order,
-    card_patches,
-    card_views,
-    focus_method,
-    make_card,
     ranking_row,
     records,
     summary_numbers,
 )
-from pipeline.report.html import Card, CardViews, Figure, Quality, ReportData, render
-from pipeline.report.images import data_uri
-from pipeline.report.inputs import (
-    OVERVIEW_PATCH_SIDE,
-    read_attribution_rows,
-    read_csv,
-    read_flags,
-    read_json,
-    read_layer,
-    read_training_log,
-    read_truecolour,
-    truecolour_sources,
-    zones,
-)
+from pipeline.report.html import ReportData, render
+from pipeline.report.inputs import read_attribution_rows, read_csv, read_flags, read_json
 from pipeline.report.plots import build_plots
-from pipeline.report.quality import epoch_curves, quality_rows, training_curve_png
+from pipeline.report.sections import Pictures, farm_cards, model_quality, overview_figure
 from pipeline.stages.base import StageOutput
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Pictures:
-    """Reads what the farm cards show: each patch once, and each farm's attribution maps."""
-
-    cfg: RunConfig
-    paths: RunPaths
-    index: pd.DataFrame
-    polygons: Polygons
-    patches: dict[str, PatchData] = field(default_factory=dict)
-
-    def views(self, pid: str, key: tuple[str, str], focus: str) -> CardViews | None:
-        """The card pictures of farm ``key`` on patch ``pid`` (``None``: no such patch)."""
-        if not pid or not self.paths.image(pid).is_file():
-            return None
-        if pid not in self.patches:
-            self.patches[pid] = load_patch(self.paths, self.cfg, pid, {})
-        p = self.patches[pid]
-        maps = [
-            (method, read_attribution(self.paths.resolve(path))[1])
-            for method, path in attribution_maps(self.index, pid, key)
-        ]
-        return card_views(p, target_mask(*key, p, self.polygons), maps, focus)
-
-    def links(self, pid: str, key: tuple[str, str]) -> list[tuple[str, str]]:
-        """``(label, href from report/)`` of the files behind a card."""
-        files = [("patch", self.paths.image(pid)), ("probability", self.paths.probability(pid))]
-        files += [
-            (method, self.paths.resolve(path))
-            for method, path in attribution_maps(self.index, pid, key)
-        ]
-        files.append(("flags.gpkg", self.paths.flags_gpkg))
-        return [(label, "../" + self.paths.relative(f)) for label, f in files if f.exists()]
-
-
-def _cards(
-    ordered: list[dict], flags: pd.DataFrame, pictures: Pictures, cfg: RunConfig
-) -> list[Card]:
-    """The cards of the ``ordered`` farms (already capped), ranked from 1."""
-    by_farm = dict(iter(flags.groupby(["target", "target_id"])))
-    cards = []
-    for rank, farm in enumerate(ordered, start=1):
-        key = (str(farm["target"]), str(farm["target_id"]))
-        rows = by_farm[key]
-        pid, _ = card_patches(rows)
-        views = pictures.views(pid, key, focus_method(farm))
-        cards.append(make_card(rank, farm, rows, views, pictures.links(pid, key), cfg.audit))
-    return cards
-
-
-def _quality(paths: RunPaths, cfg: RunConfig) -> Quality:
-    metrics = read_json(paths.metrics, {})
-    curve = training_curve_png(epoch_curves(read_training_log(paths)))
-    figure = None
-    if curve is not None:
-        caption = (
-            "Loss per epoch on the training crops and the validation patches, and validation "
-            "IoU; the dashed line marks the checkpoint kept (lowest validation loss)."
-        )
-        figure = Figure(caption, data_uri(curve))
-    note = (
-        f"Probability threshold {metrics.get('threshold', '–')} "
-        f"({metrics.get('threshold_rule', 'unknown rule')}); a labelled farm counts as found "
-        f"when a predicted polygon overlaps it with IoU >= {metrics.get('match_iou', '–')}. "
-        "Scores from predict/metrics.json."
-    )
-    return Quality(quality_rows(metrics), figure, note)
-
-
-def _flag_layers(farms: pd.DataFrame, polygons: Polygons) -> list[overview.MapLayer]:
-    layers = []
-    for verdict, label, colour in (
-        ("unconfirmed", "flagged, not confirmed", "#fd8d3c"),
-        ("confirmed", "confirmed: leans on a cue", "#e31a1c"),
-    ):
-        keys = farms.loc[farms["verdict"] == verdict, ["target", "target_id"]].itertuples(
-            index=False
-        )
-        geoms = [polygons[k] for k in (tuple(map(str, k)) for k in keys) if k in polygons]
-        frame = gpd.GeoDataFrame(geometry=geoms, crs=4326)
-        layers.append(overview.MapLayer(label, frame, "black", colour, 0.6))
-    return layers
-
-
-def _marks(ordered: list[dict], polygons: Polygons) -> list[overview.Mark]:
-    marks = []
-    for rank, farm in enumerate(ordered, start=1):
-        geom = polygons.get((str(farm["target"]), str(farm["target_id"])))
-        if geom is not None and farm["verdict"] in ("confirmed", "unconfirmed"):
-            point = geom.representative_point()
-            marks.append(overview.Mark(point.x, point.y, f"#{rank}"))
-    return marks
-
-
-def _overview(
-    paths: RunPaths, farms: pd.DataFrame, polygons: Polygons, ordered: list[dict]
-) -> tuple[Figure | None, str]:
-    labels, predicted = read_layer(paths.farms), read_layer(paths.predicted_farms)
-    mapped, footprints = read_layer(paths.map_farms), read_layer(paths.fetch_index)
-    layers = [
-        overview.MapLayer("labelled farms (OpenStreetMap)", labels, "#ffd700", width=1.4),
-        overview.MapLayer("predicted farms (patches)", predicted, "#ff00ff", width=1.0),
-        overview.MapLayer("mapped farms (map stage)", mapped, "#b15cff", width=1.0, style="--"),
-        *_flag_layers(farms, polygons),
-    ]
-    extents = [
-        tuple(f.total_bounds) for f in (labels, predicted, mapped, footprints) if not f.empty
-    ]
-    if not extents:
-        return None, "No farm layer or patch footprint to draw: run the labels and fetch stages."
-    grid = overview.overview_grid(overview.padded_bounds(extents))  # type: ignore[arg-type]
-    files, source = truecolour_sources(paths, zones(paths))
-    canvas = overview.mosaic(read_truecolour(files, OVERVIEW_PATCH_SIDE), grid)
-    background = overview.Background(overview.background_rgb(canvas), grid, source)
-    png = overview.overview_png(overview.Overview(background, layers, _marks(ordered, polygons)))
-    note = (
-        f"Background: {source}. Numbers are the ranks of flagged farms (their cards below). "
-        "Coordinates are longitude and latitude (WGS84)."
-    )
-    return Figure("overview map", data_uri(png)), note
 
 
 def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
@@ -197,7 +47,7 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
     shown = ordered[: cfg.report.max_cards]
     pictures = Pictures(cfg, paths, read_attribution_rows(paths), polygons)
     try:
-        overview_map, overview_note = _overview(paths, farms, polygons, ordered)
+        overview_map, overview_note = overview_figure(paths, farms, polygons, ordered)
     except (PipelineError, OSError, ValueError) as err:
         log.warning("the overview map could not be drawn: %s", err)
         overview_map, overview_note = None, f"The overview map could not be drawn: {err}"
@@ -209,11 +59,11 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         answer=answer(farms),
         summary=summary_numbers(farms, flags, n_patches),
-        quality=_quality(paths, cfg),
+        quality=model_quality(paths, cfg),
         overview=overview_map,
         overview_note=overview_note,
         ranking=[ranking_row(rank, farm) for rank, farm in enumerate(shown, start=1)],
-        cards=_cards(shown, flags, pictures, cfg),
+        cards=farm_cards(shown, flags, pictures, cfg),
         flags=records(flags),
         run_flags=records(run_flags),
         sanity=sanity,
