@@ -53,6 +53,7 @@ from pipeline.report.inputs import (
     read_json,
     read_layer,
     read_training_log,
+    read_triage,
     read_truecolour,
     truecolour_sources,
     zones,
@@ -221,6 +222,7 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         cues=records(cues),
         plots=build_plots(run_flags, sanity, curves, cfg.audit.enrichment_threshold),
         notes=capped_notes(len(farms), cfg.report.max_cards),
+        triage=read_triage(paths, cfg.triage.report_rows),
     )
     write_text(paths.report, render(data))
     summary = {

@@ -1,0 +1,82 @@
+"""Reading what the triage compares: labels, the model's objects, attribution and flags.
+
+The labels are required; the map is preferred, predict's polygons stand in without it; the
+attribution and the audit's flags are used when present.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+
+from pipeline.errors import LabelsError, MissingArtifactError
+from pipeline.paths import RunPaths
+from pipeline.triage.objects import ObjectSource, from_map, from_predicted
+
+#: The summary's words when there is no map.
+NO_MAP_NOTE = (
+    "no map (map/farms.gpkg): triaged the predicted patches only (predict/farms.gpkg); "
+    "farms outside the patches are not compared. Run `make map` for a wall-to-wall triage"
+)
+
+
+@dataclass(frozen=True)
+class Objects:
+    """The model's objects, where they come from, and a note when that is not the map."""
+
+    frame: gpd.GeoDataFrame
+    source: ObjectSource
+    note: str
+
+
+def read_optional(path: Path, layer: str) -> gpd.GeoDataFrame:
+    """Layer ``layer`` of ``path`` in EPSG:4326 (no rows when the file does not exist)."""
+    if not path.is_file():
+        return gpd.GeoDataFrame(geometry=[], crs=4326)
+    frame = gpd.read_file(path, layer=layer)
+    return frame.to_crs(4326) if frame.crs is not None else frame.set_crs(4326)
+
+
+def read_labels(paths: RunPaths, run: str) -> gpd.GeoDataFrame:
+    """``labels/farms.gpkg`` in EPSG:4326.
+
+    Raises:
+        MissingArtifactError: the labels stage has not run.
+        LabelsError: the layer has no ``farm_id`` column.
+    """
+    if not paths.farms.is_file():
+        raise MissingArtifactError("the labelled farms", paths.farms, f"labels RUN={run}")
+    labels = read_optional(paths.farms, "farms")
+    if "farm_id" not in labels:
+        raise LabelsError(
+            f"{paths.farms} has no farm_id column (columns: {list(labels.columns)}); re-run "
+            f"`make labels RUN={run}` to rewrite it"
+        )
+    return labels.reset_index(drop=True)
+
+
+def read_objects(paths: RunPaths, run: str) -> Objects:
+    """The map's farms, else predict's polygons (merged across patches), with a note.
+
+    Raises:
+        MissingArtifactError: neither the map nor predict has written its farms.
+    """
+    if paths.map_farms.is_file():
+        return Objects(from_map(read_optional(paths.map_farms, "farms")), "map", "")
+    if paths.predicted_farms.is_file():
+        farms = read_optional(paths.predicted_farms, "farms")
+        return Objects(from_predicted(farms), "predict", NO_MAP_NOTE)
+    raise MissingArtifactError(
+        "the model's farms (map/farms.gpkg or predict/farms.gpkg)",
+        paths.map_farms,
+        f"map RUN={run}",
+    )
+
+
+def quicklook(paths: RunPaths, source: ObjectSource, object_id: str) -> str:
+    """Run-relative path of a mapped farm's composite patch ("" when there is none)."""
+    if source != "map" or not paths.map_patch(object_id).is_file():
+        return ""
+    return paths.relative(paths.map_patch(object_id))
