@@ -16,15 +16,24 @@ from collections import Counter
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
+import pandas as pd
 
 from pipeline.config import RunConfig
 from pipeline.io import atomic_path, write_text
 from pipeline.paths import RunPaths, WorldPaths
 from pipeline.stages.base import StageOutput
 from pipeline.triage.evidence import label_attribution, label_cues, object_attribution, object_cues
-from pipeline.triage.inputs import quicklook, read_labels, read_objects, read_optional
+from pipeline.triage.inputs import (
+    label_quicklooks,
+    quicklook,
+    read_labels,
+    read_objects,
+    read_optional,
+)
 from pipeline.triage.overlap import cover, metric_crs
 from pipeline.triage.ranking import candidates, suspects
+from pipeline.triage.rasters import label_map_evidence
 from pipeline.triage.review import (
     CANDIDATE_COLUMNS,
     SUSPECT_COLUMNS,
@@ -42,6 +51,12 @@ def _write_review(paths: RunPaths, cands: gpd.GeoDataFrame, sus: gpd.GeoDataFram
         cands.to_file(tmp, layer="candidates", driver="GPKG")
         sus.to_file(tmp, layer="suspects", driver="GPKG", mode="a")
     write_text(paths.triage_geojson, geojson_text(review_collection(cands, sus)))
+
+
+def _map_evidence(labels: gpd.GeoDataFrame, paths: RunPaths, source: str) -> pd.DataFrame:
+    if source != "map":
+        return pd.DataFrame({"map_prob": np.nan, "map_dates": ""}, index=labels.index)
+    return label_map_evidence(labels, paths)
 
 
 def _truth_score(
@@ -78,13 +93,14 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
     cands["quicklook"] = [quicklook(paths, objects.source, o) for o in cands["object_id"]]
     match_iou = cfg.map.match_iou if cfg.map.match_iou is not None else cfg.predict.match_iou
     sus = suspects(
-        labels.assign(**osm_fields(labels)),
+        labels.assign(**osm_fields(labels), **_map_evidence(labels, paths, objects.source)),
         cover(lab_m, obj_m, objects.frame["object_id"]),
         label_attribution(attribution, labels["farm_id"]),
         label_cues(flags, labels["farm_id"]),
         tc,
         match_iou,
     )
+    sus["quicklook"] = label_quicklooks(paths, sus["farm_id"])
     cands, sus = layer(cands, CANDIDATE_COLUMNS), layer(sus, SUSPECT_COLUMNS)
     _write_review(paths, cands, sus)
     if objects.note:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
+import pandas as pd
 
 from pipeline.errors import LabelsError, MissingArtifactError
 from pipeline.paths import RunPaths
@@ -80,3 +81,17 @@ def quicklook(paths: RunPaths, source: ObjectSource, object_id: str) -> str:
     if source != "map" or not paths.map_patch(object_id).is_file():
         return ""
     return paths.relative(paths.map_patch(object_id))
+
+
+def label_quicklooks(paths: RunPaths, farm_ids: pd.Series) -> pd.Series:
+    """Run-relative path of the first attribution quicklook of each label farm that has one
+    (``attribute/quicklooks/``; "" when none), same index as ``farm_ids``."""
+    found: dict[str, str] = {}
+    if paths.attribution_index.is_file():
+        index = pd.read_csv(paths.attribution_index, dtype=str, keep_default_na=False)
+        rows = index[(index["target"] == "label_farms") & (index["status"] == "ok")]
+        for fid, method, path in zip(rows["target_id"], rows["method"], rows["path"], strict=True):
+            png = paths.quicklook(method, "label_farms", Path(path).stem)
+            if fid not in found and png.is_file():
+                found[fid] = paths.relative(png)
+    return farm_ids.astype(str).map(lambda f: found.get(f, ""))

@@ -142,10 +142,13 @@ def suspect_reason(
     return None
 
 
-def _within(reason: str, covered: float, best_iou: float, share_inside: float) -> float:
-    """How strongly a suspect of ``reason`` is suspect within its reason (0-1)."""
+def _within(
+    reason: str, covered: float, best_iou: float, share_inside: float, map_prob: float
+) -> float:
+    """How strongly a suspect of ``reason`` is suspect within its reason (0-1): a label the
+    model does not find is the more suspect the lower the map's probability inside it."""
     if reason == "not_found":
-        return 1.0 - covered
+        return 1.0 - map_prob if math.isfinite(map_prob) else 1.0 - covered
     if reason == "outline_mismatch":
         return 1.0 - best_iou
     return 1.0 - share_inside if math.isfinite(share_inside) else 0.5
@@ -160,7 +163,8 @@ def suspects(
     match_iou: float,
 ) -> gpd.GeoDataFrame:
     """Labels the model does not find, or finds only from their surroundings, most suspect
-    first, with the evidence and a suggested action (see :data:`ACTIONS`)."""
+    first, with the evidence and a suggested action (see :data:`ACTIONS`). A ``map_prob``
+    column of ``labels`` (mean map probability inside, NaN unknown) orders the not-found."""
     frame = labels.copy()
     frame["covered"] = object_cover["covered"].astype(float)
     frame["best_iou"] = object_cover["best_iou"].astype(float)
@@ -175,10 +179,17 @@ def suspects(
         )
     ]
     frame = frame[frame["reason"] != ""].copy()
+    if "map_prob" not in frame:
+        frame["map_prob"] = math.nan
     frame["suspicion"] = [
-        len(REASONS) - REASONS.index(r) - 1 + _within(r, c, b, s)
-        for r, c, b, s in zip(
-            frame["reason"], frame["covered"], frame["best_iou"], frame["share_inside"], strict=True
+        len(REASONS) - REASONS.index(r) - 1 + _within(r, c, b, s, p)
+        for r, c, b, s, p in zip(
+            frame["reason"],
+            frame["covered"],
+            frame["best_iou"],
+            frame["share_inside"],
+            frame["map_prob"],
+            strict=True,
         )
     ]
     frame["action"] = frame["reason"].map(ACTIONS)

@@ -6,7 +6,13 @@ import json
 
 import geopandas as gpd
 import pytest
-from support.triage import fresh_run, stub_manifest, write_map, write_predicted
+from support.triage import (
+    fresh_run,
+    stub_manifest,
+    write_map,
+    write_map_rasters,
+    write_predicted,
+)
 
 from pipeline.errors import MissingArtifactError
 from pipeline.report.html import Quality, ReportData, TriageView, render
@@ -26,6 +32,7 @@ def _layers(paths) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
 def test_triage_writes_review_layers_and_one_geojson_task_each(triage_world) -> None:
     cfg, paths = fresh_run(triage_world, "full")
     farms = write_map(paths, triage_world.truth)
+    write_map_rasters(paths, triage_world.truth)
     paths.map_patch("m0001").parent.mkdir(parents=True)
     paths.map_patch("m0001").write_bytes(b"")  # a composite patch the map wrote
     manifest = run_stage("triage", cfg)
@@ -37,6 +44,11 @@ def test_triage_writes_review_layers_and_one_geojson_task_each(triage_world) -> 
     looks = dict(zip(cands["object_id"], cands["quicklook"], strict=True))
     assert looks.get("m0001", "map/patches/m0001.tif") == "map/patches/m0001.tif"
     assert sus["osm_id"].ne("").all() and sus["osm_timestamp"].str.endswith("Z").all()
+    # the map's rasters inside each label: the ghosts (nothing planted) lead, at 0.05
+    ghosts = set(triage_world.truth.ghosts["farm_id"])
+    assert set(sus["farm_id"].head(len(ghosts))) == ghosts
+    assert sus.loc[sus["farm_id"].isin(ghosts), "map_prob"].tolist() == pytest.approx([0.05] * 3)
+    assert sus["map_dates"].eq("2016-01-12").all()
     doc = json.loads(paths.triage_geojson.read_text())
     assert len(doc["features"]) == len(cands) + len(sus)
     tasks = [f["properties"]["triage:task"] for f in doc["features"]]
@@ -94,6 +106,13 @@ def test_attribution_outside_and_confirmed_cues_make_suspects_and_cut_scores(
     )
     paths.attribution_farms.parent.mkdir(parents=True)
     rows.to_file(paths.attribution_farms, layer="farms", driver="GPKG")
+    paths.attribution_index.write_text(
+        "patch_id,method,target,target_id,path,status\n"
+        f"p1,saliency,label_farms,{outside},attribute/saliency/label_farms/p1__{outside}.tif,ok\n"
+    )
+    png = paths.quicklook("saliency", "label_farms", f"p1__{outside}")
+    png.parent.mkdir(parents=True)
+    png.write_bytes(b"")  # the quicklook the attribute stage drew
     flags = gpd.GeoDataFrame(
         {
             "target": ["label_farms", "predicted_farms"],
@@ -112,6 +131,8 @@ def test_attribution_outside_and_confirmed_cues_make_suspects_and_cut_scores(
     after, sus = _layers(paths)
     reasons = dict(zip(sus["farm_id"], sus["reason"], strict=True))
     assert reasons[outside] == "surroundings" and reasons[cued] == "confirmed_cue"
+    looks = dict(zip(sus["farm_id"], sus["quicklook"], strict=True))
+    assert looks[outside] == paths.relative(png) and looks[cued] == ""
     moved = after.set_index("object_id").loc[top["object_id"]]
     assert moved["cue"] == "water" and moved["score"] == pytest.approx(top["score"] * 0.25)
 

@@ -153,3 +153,27 @@ def fresh_run(world: TriageWorld, name: str) -> tuple[RunConfig, RunPaths]:
     shutil.copytree(world.paths.stage_dir("labels"), paths.stage_dir("labels"))
     stub_manifest(paths, "predict")
     return cfg, paths
+
+
+def write_map_rasters(paths: RunPaths, truth: Truth) -> None:
+    """The map's probability and provenance COGs over the world (10 m, EPSG:32618): 0.9 on
+    planted farms, 0.05 elsewhere, all from acquisition 1 (2016-01-12), and its table."""
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from pipeline.geo.masks import geometries_mask
+    from pipeline.geo.raster import Grid, write_cog
+
+    minx, miny, maxx, maxy = truth.farms.total_bounds
+    minx, miny, maxx, maxy = minx - 1000, miny - 1000, maxx + 1000, maxy + 1000
+    width, height = int((maxx - minx) // 10), int((maxy - miny) // 10)
+    grid = Grid(CRS.from_epsg(32618), Affine(10, 0, minx, 0, -10, maxy), height, width)
+    farms = geometries_mask(truth.farms.geometry, grid)
+    prob = np.where(farms, 0.9, 0.05).astype(np.float32)[None]
+    write_cog(paths.map_probability(32618), prob, grid, band_names=["probability"])
+    src = np.ones((1, height, width), np.uint8)
+    write_cog(paths.map_provenance(32618), src, grid, band_names=["acquisition"], nodata=0)
+    paths.map_acquisitions.write_text(
+        "index,scene_key,item_ids,datetime,platform,processing_baseline,harmonization\n"
+        "1,k,S2A_18SVG_20160112_0_L2A,2016-01-12T15:59:00Z,sentinel-2a,02.01,none\n"
+    )
