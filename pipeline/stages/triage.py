@@ -26,7 +26,6 @@ from pipeline.stages.base import StageOutput
 from pipeline.triage.evidence import label_attribution, label_cues, object_attribution, object_cues
 from pipeline.triage.inputs import (
     label_quicklooks,
-    quicklook,
     read_labels,
     read_objects,
     read_optional,
@@ -90,7 +89,6 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         object_cues(obj_m, flags_m),
         tc,
     )
-    cands["quicklook"] = [quicklook(paths, objects.source, o) for o in cands["object_id"]]
     match_iou = cfg.map.match_iou if cfg.map.match_iou is not None else cfg.predict.match_iou
     sus = suspects(
         labels.assign(**osm_fields(labels), **_map_evidence(labels, paths, objects.source)),

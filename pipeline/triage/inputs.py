@@ -11,10 +11,11 @@ from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
+import pyogrio
 
 from pipeline.errors import LabelsError, MissingArtifactError
 from pipeline.paths import RunPaths
-from pipeline.triage.objects import ObjectSource, from_map, from_predicted
+from pipeline.triage.objects import ObjectSource, Scene, from_map, from_predicted
 
 #: The summary's words when there is no map.
 NO_MAP_NOTE = (
@@ -65,10 +66,14 @@ def read_objects(paths: RunPaths, run: str) -> Objects:
         MissingArtifactError: neither the map nor predict has written its farms.
     """
     if paths.map_farms.is_file():
-        return Objects(from_map(read_optional(paths.map_farms, "farms")), "map", "")
+        frame = from_map(read_optional(paths.map_farms, "farms"))
+        frame["quicklook"] = [_existing(paths, paths.map_patch(f)) for f in frame["object_id"]]
+        return Objects(frame, "map", "")
     if paths.predicted_farms.is_file():
-        farms = read_optional(paths.predicted_farms, "farms")
-        return Objects(from_predicted(farms), "predict", NO_MAP_NOTE)
+        frame = from_predicted(read_optional(paths.predicted_farms, "farms"), read_scenes(paths))
+        if len(frame):
+            frame["quicklook"] = [_existing(paths, paths.image(p)) for p in frame["patch_id"]]
+        return Objects(frame, "predict", NO_MAP_NOTE)
     raise MissingArtifactError(
         "the model's farms (map/farms.gpkg or predict/farms.gpkg)",
         paths.map_farms,
@@ -76,11 +81,21 @@ def read_objects(paths: RunPaths, run: str) -> Objects:
     )
 
 
-def quicklook(paths: RunPaths, source: ObjectSource, object_id: str) -> str:
-    """Run-relative path of a mapped farm's composite patch ("" when there is none)."""
-    if source != "map" or not paths.map_patch(object_id).is_file():
-        return ""
-    return paths.relative(paths.map_patch(object_id))
+def _existing(paths: RunPaths, path: Path) -> str:
+    """Run-relative ``path`` when the file exists, else ""."""
+    return paths.relative(path) if path.is_file() else ""
+
+
+def read_scenes(paths: RunPaths) -> dict[str, Scene]:
+    """Each fetched patch's acquisition ``(item id, ISO day)`` from ``fetch/index.gpkg``."""
+    if not paths.fetch_index.is_file():
+        return {}
+    index = pyogrio.read_dataframe(paths.fetch_index, read_geometry=False)
+    ok = index[index["status"] == "ok"]
+    return {
+        str(p): (str(i), str(d)[:10])
+        for p, i, d in zip(ok["patch_id"], ok["item_id"], ok["datetime"], strict=True)
+    }
 
 
 def label_quicklooks(paths: RunPaths, farm_ids: pd.Series) -> pd.Series:

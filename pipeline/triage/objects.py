@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final, Literal
 
 import geopandas as gpd
@@ -20,7 +21,11 @@ OBJECT_COLUMNS: Final[tuple[str, ...]] = (
     "max_prob",
     "dates",
     "acquisitions",
+    "quicklook",
 )
+
+#: A patch's acquisition: ``(item id, ISO day)``.
+Scene = tuple[str, str]
 
 
 def _text(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -40,6 +45,7 @@ def from_map(farms: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
             "max_prob": farms["max_prob"].astype(float),
             "dates": _text(farms, "dates"),
             "acquisitions": _text(farms, "acquisitions"),
+            "quicklook": "",
         }
     )
     return gpd.GeoDataFrame(out, geometry=list(farms.geometry), crs=farms.crs).to_crs(4326)
@@ -66,9 +72,19 @@ def _groups(geoms: list[shapely.Geometry]) -> list[list[int]]:
     return sorted(out.values())
 
 
-def from_predicted(farms: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+def from_predicted(
+    farms: gpd.GeoDataFrame, scenes: Mapping[str, Scene] | None = None
+) -> gpd.GeoDataFrame:
     """Objects from ``predict/farms.gpkg``: polygons of overlapping patches that touch are
-    merged (pixel-weighted mean probability, areas of the union)."""
+    merged (pixel-weighted mean probability, areas of the union).
+
+    Args:
+        farms: Predicted polygons (``pred_id``, ``patch_id``, ``pixels``, ``mean_prob``,
+            ``max_prob``).
+        scenes: Each patch's acquisition (from ``fetch/index.gpkg``); unknown patches get
+            none.
+    """
+    scenes = scenes or {}
     if farms.empty:
         return empty_objects()
     metric = farms.to_crs(farms.estimate_utm_crs())
@@ -78,6 +94,7 @@ def from_predicted(farms: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
         part = farms.iloc[group]
         weights = part["pixels"].astype(float).to_numpy() if "pixels" in part else None
         union = shapely.union_all([geoms[i] for i in group])
+        seen = [scenes[p] for p in sorted(set(part["patch_id"].astype(str))) if p in scenes]
         rows.append(
             {
                 "object_id": ";".join(sorted(part["pred_id"].astype(str))),
@@ -85,8 +102,10 @@ def from_predicted(farms: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
                 "area_ha": union.area / 1e4,
                 "mean_prob": float(np.average(part["mean_prob"].astype(float), weights=weights)),
                 "max_prob": float(part["max_prob"].astype(float).max()),
-                "dates": "",
-                "acquisitions": "",
+                "dates": ";".join(sorted({day for _, day in seen})),
+                "acquisitions": ";".join(sorted({item for item, _ in seen})),
+                "quicklook": "",
+                "patch_id": str(part["patch_id"].iloc[0]),
                 "geometry": union,
             }
         )

@@ -6,6 +6,7 @@ import json
 
 import geopandas as gpd
 import pytest
+from shapely.geometry import box
 from support.triage import (
     fresh_run,
     stub_manifest,
@@ -67,6 +68,19 @@ def test_triage_writes_review_layers_and_one_geojson_task_each(triage_world) -> 
 def test_a_run_without_a_map_triages_predicted_patches_and_says_so(triage_world) -> None:
     cfg, paths = fresh_run(triage_world, "nomap")
     predicted = write_predicted(paths, triage_world.truth)
+    paths.fetch_index.parent.mkdir(parents=True)
+    gpd.GeoDataFrame(
+        {
+            "patch_id": ["patch0", "patch1"],
+            "status": ["ok", "ok"],
+            "item_id": ["S2A_A", "S2A_B"],
+            "datetime": ["2016-01-12T16:02:12Z", "2016-01-09T16:00:00Z"],
+        },
+        geometry=[box(0, 0, 1, 1)] * 2,
+        crs=4326,
+    ).to_file(paths.fetch_index, layer="patches", driver="GPKG")
+    paths.image("patch0").parent.mkdir(parents=True)
+    paths.image("patch0").write_bytes(b"")  # the fetched patch a reviewer opens
     manifest = run_stage("triage", cfg)
     cands, _ = _layers(paths)
     assert manifest.summary["source"] == "predict"
@@ -74,6 +88,9 @@ def test_a_run_without_a_map_triages_predicted_patches_and_says_so(triage_world)
     assert cands["source"].eq("predict").all()
     # each farm's two halves (two patches) are one task, not two
     assert cands["object_id"].str.contains(";").all()
+    assert cands["acquisitions"].eq("S2A_A;S2A_B").all()
+    assert cands["dates"].eq("2016-01-09;2016-01-12").all()
+    assert cands["quicklook"].eq("fetch/patches/patch0.tif").all()
     assert 0 < manifest.summary["objects"] <= predicted["pred_id"].str[:4].nunique()
     assert manifest.summary["truth_score"]["top_k_share"] == 1.0
 
