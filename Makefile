@@ -12,7 +12,7 @@ CLI     := $(PY) -m pipeline
 ARGS    ?=
 PYTEST_ARGS ?=
 
-STAGES := labels fetch tiles train map predict attribute audit report
+STAGES := labels fetch tiles train map predict attribute audit triage report
 
 .DEFAULT_GOAL := help
 .PHONY: help venv world $(STAGES) demo all test test-fast lint format bench \
@@ -59,7 +59,9 @@ $(R)/attribute/manifest.json: $(R)/predict/manifest.json
 	$(CLI) attribute --config $(CONFIG) $(ARGS)
 $(R)/audit/manifest.json: $(R)/attribute/manifest.json
 	$(CLI) audit --config $(CONFIG) $(ARGS)
-$(R)/report/manifest.json: $(R)/audit/manifest.json $(R)/map/manifest.json
+$(R)/triage/manifest.json: $(R)/audit/manifest.json $(R)/map/manifest.json
+	$(CLI) triage --config $(CONFIG) $(ARGS)
+$(R)/report/manifest.json: $(R)/audit/manifest.json $(R)/map/manifest.json $(R)/triage/manifest.json
 	$(CLI) report --config $(CONFIG) $(ARGS)
 
 labels: $(R)/labels/manifest.json ## OSM solar farms -> farms.gpkg, plan.gpkg
@@ -70,6 +72,7 @@ map: $(R)/map/manifest.json ## Map the whole area on Dask: probability/provenanc
 predict: $(R)/predict/manifest.json ## Probability/mask COGs, farm polygons, evaluation
 attribute: $(R)/attribute/manifest.json ## Attribution COGs (saliency, IG, SHAP, ...)
 audit: $(R)/audit/manifest.json ## Spurious-cue reliance, counterfactuals, sanity checks
+triage: $(R)/triage/manifest.json ## Review tasks: farms OSM misses, OSM farms the model does not find
 report: $(R)/report/manifest.json ## Self-contained HTML report
 
 demo: $(VENV) ## Install, then run every stage on the demo world and say where results are

@@ -372,6 +372,18 @@ class RunPaths:
     def faithfulness_curves(self) -> Path:
         return self.stage_dir("audit") / "faithfulness_curves.json"
 
+    # triage ------------------------------------------------------------------------------
+    @property
+    def triage_review(self) -> Path:
+        """GeoPackage of review tasks (EPSG:4326): layers ``candidates`` (mapped farms with no
+        OSM farm) and ``suspects`` (OSM farms the model does not find)."""
+        return self.stage_dir("triage") / "review.gpkg"
+
+    @property
+    def triage_geojson(self) -> Path:
+        """GeoJSON FeatureCollection: one feature per review task, evidence as properties."""
+        return self.stage_dir("triage") / "review.geojson"
+
     # report ------------------------------------------------------------------------------
     @property
     def report(self) -> Path:

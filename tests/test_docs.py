@@ -9,6 +9,7 @@ from pipeline.audit.faithfulness import FAITHFULNESS_COLUMNS
 from pipeline.audit.flags import CUE_GROUP, FARM_HEAD, FLAG_COLUMNS
 from pipeline.audit.patches import CUE_COLUMNS
 from pipeline.audit.reliance import POOLED_COLUMNS
+from pipeline.triage.review import CANDIDATE_COLUMNS, SUSPECT_COLUMNS
 
 ROOT = Path(__file__).parents[1]
 
@@ -22,6 +23,8 @@ def test_outputs_doc_states_every_column_with_its_meaning() -> None:
         (POOLED_COLUMNS, ""),
         (CUE_COLUMNS, ""),
         (FAITHFULNESS_COLUMNS, ""),
+        (CANDIDATE_COLUMNS, ""),
+        (SUSPECT_COLUMNS, ""),
     ):
         for name, meaning in columns.pairs():
             assert f"| `{prefix}{name}` | {meaning} |" in doc, name

@@ -36,6 +36,7 @@ from pipeline.config.report import ReportConfig
 from pipeline.config.run import RunSection
 from pipeline.config.tiles import TilesConfig
 from pipeline.config.train import TrainConfig
+from pipeline.config.triage import TriageConfig
 from pipeline.config.world import WorldConfig
 from pipeline.errors import ConfigError
 
@@ -53,6 +54,7 @@ __all__ = [
     "Section",
     "TilesConfig",
     "TrainConfig",
+    "TriageConfig",
     "WorldConfig",
     "config_digest",
     "load_config",
@@ -77,6 +79,7 @@ class RunConfig(Section):
     predict: PredictConfig = PredictConfig()
     attribute: AttributeConfig = AttributeConfig()
     audit: AuditConfig = AuditConfig()
+    triage: TriageConfig = TriageConfig()
     report: ReportConfig = ReportConfig()
     map: MapConfig = MapConfig()
     compute: ComputeConfig = ComputeConfig()

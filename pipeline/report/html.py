@@ -24,6 +24,7 @@ from pipeline.audit.reliance import POOLED_COLUMNS
 from pipeline.geo.styles import VERDICT_COLOURS
 from pipeline.report.quality import QUALITY_COLUMNS
 from pipeline.tables import Columns
+from pipeline.triage.review import CANDIDATE_COLUMNS, SUSPECT_COLUMNS
 
 #: Columns of the long flag table (``audit/flags.csv``: one row per farm and cue).
 FLAG_TABLE = FLAG_COLUMNS.pick(
@@ -84,6 +85,25 @@ CUE_TABLE = CUE_COLUMNS.pick(["patch_id", "cue", "status", "source", "pixel_shar
 
 #: Columns of the per-cue summary (``flags.run_summary``): the cue, then all of its numbers.
 PER_CUE_TABLE = Columns(("cue", "the cue")) + SUMMARY_COLUMNS
+
+#: Columns of the triage tables (``triage/review.gpkg``), as the report lists them.
+CANDIDATE_TABLE = CANDIDATE_COLUMNS.pick(
+    ["task_id", "object_id", "score", "mean_prob", "area_ha", "focus", "cue", "dates"]
+)
+SUSPECT_TABLE = SUSPECT_COLUMNS.pick(
+    [
+        "task_id",
+        "farm_id",
+        "osm_id",
+        "osm_version",
+        "osm_timestamp",
+        "reason",
+        "covered",
+        "best_iou",
+        "share_inside",
+        "cue",
+    ]
+)
 
 #: Columns of the ranking table, the report's own (one row per farm card).
 RANK_TABLE = Columns(
@@ -308,6 +328,15 @@ class Quality:
 
 
 @dataclass(frozen=True)
+class TriageView:
+    """The triage's review lists (top rows of each) and a line on where they come from."""
+
+    candidates: list[dict[str, Any]]
+    suspects: list[dict[str, Any]]
+    note: str
+
+
+@dataclass(frozen=True)
 class ReportData:
     """Everything the page shows (already computed)."""
 
@@ -328,6 +357,7 @@ class ReportData:
     cues: list[dict[str, Any]]
     plots: list[Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    triage: TriageView | None = None
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -424,6 +454,7 @@ def _header(data: ReportData) -> str:
             ("overview", "Overview map"),
             ("farms", "Farms by concern"),
             ("checks", "Checks of the explanations"),
+            *([("triage", "Label triage")] if data.triage is not None else []),
             ("tables", "Tables"),
         )
     )
@@ -626,6 +657,35 @@ def _checks(data: ReportData) -> str:
     )
 
 
+def _triage(view: TriageView | None) -> str:
+    if view is None:
+        return ""
+    return (
+        '<section id="triage"><h2>Label triage</h2><p class="note">'
+        + html.escape(view.note)
+        + "</p><h3>Farms OpenStreetMap may be missing (candidates)</h3>"
+        + table(
+            view.candidates,
+            list(CANDIDATE_TABLE),
+            table_id="candidates-table",
+            left=["task_id", "object_id", "cue", "dates"],
+        )
+        + "<h3>OpenStreetMap farms the model does not find (suspects)</h3>"
+        + table(
+            view.suspects,
+            list(SUSPECT_TABLE),
+            table_id="suspects-table",
+            left=["task_id", "farm_id", "osm_timestamp", "reason", "cue"],
+        )
+        + "<details><summary>What the columns mean</summary>"
+        + dictionary(
+            CANDIDATE_TABLE
+            + SUSPECT_TABLE.pick([c for c in SUSPECT_TABLE if c not in CANDIDATE_TABLE])
+        )
+        + "</details></section>"
+    )
+
+
 def _details(
     title: str, ident: str, rows: Sequence[Mapping[str, Any]], cols: Columns, left: Sequence[str]
 ) -> str:
@@ -691,6 +751,7 @@ def render(data: ReportData) -> str:
         + _overview(data)
         + _farms(data)
         + _checks(data)
+        + _triage(data.triage)
         + _tables(data)
         + f"</main><script>{JS}</script></body></html>\n"
     )

@@ -24,6 +24,8 @@ from rasterio.errors import RasterioError
 from pipeline.errors import MissingArtifactError
 from pipeline.geo.raster import Grid, read_decimated
 from pipeline.paths import RunPaths
+from pipeline.report.cards import records
+from pipeline.report.html import TriageView
 
 log = logging.getLogger(__name__)
 
@@ -135,3 +137,26 @@ def zones(paths: RunPaths) -> set[int]:
         return set()
     plan = pyogrio.read_dataframe(paths.plan, read_geometry=False, columns=["epsg"])
     return {int(e) for e in plan["epsg"].dropna().unique()}
+
+
+def read_triage(paths: RunPaths, rows: int) -> TriageView | None:
+    """The first ``rows`` candidates and suspects of ``triage/review.gpkg`` and a note on the
+    lists (``None`` when the triage has not run)."""
+    if not paths.triage_review.is_file():
+        return None
+    layers = {
+        name: pyogrio.read_dataframe(paths.triage_review, layer=name, read_geometry=False)
+        for name in ("candidates", "suspects")
+    }
+    summary = read_json(paths.manifest("triage"), {}).get("summary", {})
+    note = (
+        f"{len(layers['candidates'])} mapped farm(s) with no OpenStreetMap farm (strongest "
+        f"evidence first) and {len(layers['suspects'])} OpenStreetMap farm(s) the model does "
+        f"not find or finds only from their surroundings; the first {rows} of each. Exports "
+        "for human review, never an upload: triage/review.gpkg and triage/review.geojson."
+    )
+    if summary.get("note"):
+        note += f" Note: {summary['note']}."
+    return TriageView(
+        records(layers["candidates"].head(rows)), records(layers["suspects"].head(rows)), note
+    )

@@ -53,6 +53,8 @@ class Stage:
         reads: One line for ``--help``: what the stage reads.
         writes: One line for ``--help``: what the stage writes.
         uses_world: Reads the demo world's files when the config has a ``world`` section.
+        optional: Upstream stages read when they have run (their manifests join the inputs
+            when present; a missing one is no error).
     """
 
     name: str
@@ -62,6 +64,7 @@ class Stage:
     reads: str
     writes: str
     uses_world: bool = False
+    optional: tuple[str, ...] = ()
 
 
 STAGES: dict[str, Stage] = {
@@ -136,12 +139,24 @@ STAGES: dict[str, Stage] = {
             "audit/flags.gpkg (one row per farm), audit/flags.csv, audit/reliance.csv",
         ),
         Stage(
+            "triage",
+            _lazy("triage"),
+            ("labels", "predict"),
+            ("triage", "map", "predict"),
+            "labels/farms.gpkg, map/farms.gpkg (else predict/farms.gpkg), attribute/farms.gpkg "
+            "and audit/flags.gpkg when present",
+            "triage/review.gpkg (candidates, suspects), triage/review.geojson (review tasks)",
+            uses_world=True,
+            optional=("map", "attribute", "audit"),
+        ),
+        Stage(
             "report",
             _lazy("report"),
             ("tiles", "predict", "attribute", "audit"),
-            ("report",),
+            ("report", "triage"),
             "every earlier stage's outputs",
             "report/index.html (self-contained, works offline)",
+            optional=("triage",),
         ),
     )
 }
@@ -168,6 +183,9 @@ def _inputs(stage: Stage, cfg: RunConfig, paths: RunPaths) -> dict[str, str]:
                 f"the {up} stage's manifest", path, f"{up} RUN={cfg.run.name}"
             )
         inputs[up] = manifest_digest(path)
+    for up in stage.optional:
+        if paths.manifest(up).is_file():
+            inputs[up] = manifest_digest(paths.manifest(up))
     return inputs
 
 
@@ -235,6 +253,11 @@ def stage_status(name: str, cfg: RunConfig, paths: RunPaths) -> StageStatus:
             reasons.append(f"{up} is missing")
         elif old.inputs.get(up) != manifest_digest(up_path):
             reasons.append(f"{up} ran again since")
+    for up in stage.optional:
+        up_path = paths.manifest(up)
+        now = manifest_digest(up_path) if up_path.is_file() else None
+        if old.inputs.get(up) != now:
+            reasons.append(f"{up} ran (or was removed) since")
     if reasons:
         return StageStatus(name, "stale", "; ".join(reasons))
     when = datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")

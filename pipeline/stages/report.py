@@ -27,7 +27,13 @@ from pipeline.report.cards import (
     summary_numbers,
 )
 from pipeline.report.html import ReportData, render
-from pipeline.report.inputs import read_attribution_rows, read_csv, read_flags, read_json
+from pipeline.report.inputs import (
+    read_attribution_rows,
+    read_csv,
+    read_flags,
+    read_json,
+    read_triage,
+)
 from pipeline.report.plots import build_plots
 from pipeline.report.sections import Pictures, farm_cards, model_quality, overview_figure
 from pipeline.stages.base import StageOutput
@@ -71,6 +77,7 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         cues=records(cues),
         plots=build_plots(run_flags, sanity, curves, cfg.audit.enrichment_threshold),
         notes=capped_notes(len(farms), cfg.report.max_cards),
+        triage=read_triage(paths, cfg.triage.report_rows),
     )
     write_text(paths.report, render(data))
     summary = {
