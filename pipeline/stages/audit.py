@@ -2,7 +2,9 @@
 proves.
 
 Reads the attribution index and rasters, the patches (and SCL), label and predicted masks, the
-farm polygons and the model. Writes (all under ``audit/``): ``cues.csv`` (per patch and cue:
+farm polygons and the model (for ``mapped_farms`` targets: the map stage's farm patches and
+``map/farms.gpkg``). Each patch is measured in one Dask task on the ``compute:`` cluster.
+Writes (all under ``audit/``): ``cues.csv`` (per patch and cue:
 pixel share or "not computable" and why), ``reliance.csv`` (per patch x method x target x
 cue), ``run_flags.csv`` (per method x target kind x cue, pooled over patches with bootstrap CIs),
 ``flags.csv`` / ``flags.gpkg`` (one row per farm target and cue, with the counterfactual and
@@ -37,11 +39,13 @@ from pipeline.audit.patches import (
     read_analyst_cues,
     read_attribution_index,
     read_farm_polygons,
+    read_mapped_relations,
     read_train_pairs,
 )
 from pipeline.audit.reliance import farm_level, run_level
 from pipeline.audit.sanity import MAX_TRAIN_PATCHES, check_cases, check_inputs, run_sanity
-from pipeline.audit.scan import Scan, scan_patches
+from pipeline.audit.scan import Scan, ScanSetup, scan_patches
+from pipeline.compute import open_client
 from pipeline.config import RunConfig
 from pipeline.geo.styles import style_path
 from pipeline.io import atomic_path, write_json
@@ -115,7 +119,8 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
     index = read_attribution_index(paths, cfg.run.name)
     analyst = read_analyst_cues(a.cue_files)
     polygons = read_farm_polygons(paths, set(index["target"]))
-    scan = scan_patches(index, analyst, polygons, cfg, paths)
+    with open_client(cfg.compute) as client:
+        scan = scan_patches(client, index, ScanSetup(analyst, polygons, cfg, paths))
 
     per_method = farm_level(scan.stats, FARM_TARGETS.keys(), a, cfg.run.seed)
     needs_model = per_method or a.sanity_patches or a.faithfulness_patches
@@ -129,7 +134,9 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         _write_csv(paths.reliance, pd.DataFrame(scan.reliance)),
         _write_csv(paths.run_flags, run_flags),
         _write_csv(paths.flags, flags),
-        write_flags_gpkg(paths.flags_gpkg, farm_table(flags), polygons),
+        write_flags_gpkg(
+            paths.flags_gpkg, farm_table(flags), polygons, read_mapped_relations(paths)
+        ),
         style_path(paths.flags_gpkg),
         write_json(paths.sanity, sanity),
         _write_csv(paths.faithfulness, pd.DataFrame(faith_rows)),
