@@ -53,6 +53,8 @@ class Stage:
         reads: One line for ``--help``: what the stage reads.
         writes: One line for ``--help``: what the stage writes.
         uses_world: Reads the demo world's files when the config has a ``world`` section.
+        uses: Upstream stages read when they have run (``map`` for ``mapped_farms``): their
+            manifests count among the inputs when present, so a re-run makes this stage stale.
     """
 
     name: str
@@ -62,6 +64,7 @@ class Stage:
     reads: str
     writes: str
     uses_world: bool = False
+    uses: tuple[str, ...] = ()
 
 
 STAGES: dict[str, Stage] = {
@@ -124,8 +127,9 @@ STAGES: dict[str, Stage] = {
             _lazy("attribute"),
             ("tiles", "train", "predict"),
             ("attribute",),
-            "train/model.pt, the patches, predict/ masks and polygons",
+            "train/model.pt, the patches, predict/ masks and polygons, map/ farm patches",
             "attribute/<method>/<target>/<id>.tif (COG), attribute/index.csv",
+            uses=("map",),
         ),
         Stage(
             "audit",
@@ -134,6 +138,7 @@ STAGES: dict[str, Stage] = {
             ("audit",),
             "the patches and SCL, attribute/index.csv and its rasters, train/model.pt",
             "audit/flags.gpkg (one row per farm), audit/flags.csv, audit/reliance.csv",
+            uses=("map",),
         ),
         Stage(
             "report",
@@ -168,6 +173,9 @@ def _inputs(stage: Stage, cfg: RunConfig, paths: RunPaths) -> dict[str, str]:
                 f"the {up} stage's manifest", path, f"{up} RUN={cfg.run.name}"
             )
         inputs[up] = manifest_digest(path)
+    for up in stage.uses:
+        if paths.manifest(up).is_file():
+            inputs[up] = manifest_digest(paths.manifest(up))
     return inputs
 
 
@@ -234,6 +242,10 @@ def stage_status(name: str, cfg: RunConfig, paths: RunPaths) -> StageStatus:
         if not up_path.is_file():
             reasons.append(f"{up} is missing")
         elif old.inputs.get(up) != manifest_digest(up_path):
+            reasons.append(f"{up} ran again since")
+    for up in stage.uses:
+        now = manifest_digest(paths.manifest(up)) if paths.manifest(up).is_file() else None
+        if old.inputs.get(up) != now:
             reasons.append(f"{up} ran again since")
     if reasons:
         return StageStatus(name, "stale", "; ".join(reasons))
