@@ -221,4 +221,4 @@ def test_one_and_two_workers_write_the_same(tmp_path: Path) -> None:
     assert first == [["p00000", "predicted_mask"], ["p00000", "patch"]]
     assert cogs1.keys() == cogs2.keys() and len(cogs1) >= 6
     assert all(cogs1[k] == cogs2[k] for k in cogs1)
-    assert pngs1 == pngs2 and len(pngs1) == 2 * 3  # one per (method, target kind)
+    assert pngs1 == pngs2 and len(pngs1) == 2 * 3 - 1  # per (method, kind) explained
