@@ -369,7 +369,7 @@ def explain_target(
     """Explain one target with one method (unless its budget is spent) and export it."""
     target, pid = item.target, patch.patch_id
     if not allowance.explains((method, target.name, target.target_id)):
-        limit = job.cfg.max_targets.get(method)
+        limit = next((v for k, v in job.cfg.max_targets.items() if k == method), None)
         reason = f"budget: attribute.max_targets.{method}={limit} reached"
         return skip_records([Skip(pid, method, target.name, target.target_id, reason)])
     seed = derive_seed(job.run_seed, pid, method, target.name, target.target_id)
