@@ -71,7 +71,7 @@ TARGET_COLUMNS = Columns(
     (
         "target",
         "kind of farm: label_farms (OpenStreetMap), predicted_farms (the model's polygons), "
-        "false_positives, missed_farms",
+        "false_positives, missed_farms, mapped_farms (the map stage's farms)",
     ),
     ("target_id", "the farm's id in its layer (farm_id of labels/farms.gpkg, pred_id, ...)"),
 )
