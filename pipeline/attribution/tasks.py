@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from pipeline.attribution.layers import ObjectLayer
-from pipeline.attribution.ledger import PatchRecords
+from pipeline.attribution.ledger import PatchRecords, Skip, skip_records
 from pipeline.attribution.patches import (
     Allowance,
     AttributeJob,
@@ -153,6 +153,24 @@ def patch_tasks(
             for r in rows
         ]
     return out
+
+
+def missing_patches(
+    layers: Mapping[str, ObjectLayer], tasks: Sequence[PatchTask], paths: RunPaths
+) -> PatchRecords:
+    """A skip for every mapped farm the map stage cut no patch for (never a silent gap)."""
+    layer = layers.get("mapped_farms")
+    if layer is None:
+        return PatchRecords()
+    have = {t.patch_id for t in tasks if t.mapped}
+    reason = (
+        f"no farm patch in {paths.relative(paths.map_patches_index)}: set map.farm_patches: "
+        "true and re-run `make map`"
+    )
+    return skip_records(
+        Skip(fid, "*", "mapped_farms", fid, reason)
+        for fid in sorted(set(layer.frame["target_id"]) - have)
+    )
 
 
 def run_patches(

@@ -30,7 +30,12 @@ from pipeline.attribution.ledger import (
 )
 from pipeline.attribution.patches import object_layers
 from pipeline.attribution.stitch import attribution_vrts, stitch_scenes
-from pipeline.attribution.tasks import AttributeSpec, patch_tasks, run_patches
+from pipeline.attribution.tasks import (
+    AttributeSpec,
+    missing_patches,
+    patch_tasks,
+    run_patches,
+)
 from pipeline.compute import open_client
 from pipeline.config import RunConfig
 from pipeline.config.attribute import AttributeConfig
@@ -99,7 +104,8 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
     spec = AttributeSpec(acfg, cfg.run.seed, model, acfg.device, threads, paths, layers)
     with open_client(cfg.compute) as client:
         patch_records, patches_done = run_patches(client, spec, tasks, cfg.compute.retries)
-    records = combine([layer_skips, *patch_records])
+    missing = missing_patches(layers, tasks, paths)
+    records = combine([layer_skips, missing, *patch_records])
     scenes, stitch_notes = (
         stitch_scenes(records.rows, paths, acfg.stitch_max_pixels) if acfg.stitch else ([], {})
     )

@@ -227,3 +227,12 @@ def test_mapped_farms_are_targets_on_their_own_patch_only(tmp_path) -> None:
     cfg = AttributeConfig(targets=("mapped_farms",))
     paths = RunPaths(tmp_path, "r")
     assert object_layer_paths(cfg, paths) == {"mapped_farms": paths.map_farms}
+    # a mapped farm without a patch (map.farm_patches off) is a recorded skip, not a gap
+    from pipeline.attribution.tasks import PatchTask, missing_patches
+
+    tasks = [PatchTask("m0001", paths.map_patch("m0001"), True)]
+    rows = missing_patches({"mapped_farms": layer}, tasks, paths).rows
+    assert [(r["patch_id"], r["target_id"], r["status"]) for r in rows] == [
+        ("m0002", "m0002", "skipped")
+    ]
+    assert "map.farm_patches" in rows[0]["reason"]
