@@ -20,17 +20,13 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.audit.counterfactual import farm_cases, run_counterfactual
 from pipeline.audit.explainers import CheckSetup, make_explainer
 from pipeline.audit.faithfulness import run_faithfulness
 from pipeline.audit.flags import (
-    CF_NOT_RUN,
-    best_rows,
     check_thresholds,
     farm_table,
     flag_table,
     run_summary,
-    wants_counterfactual,
     write_flags_gpkg,
 )
 from pipeline.audit.model_access import ModelAccess, load_model_access
@@ -45,12 +41,12 @@ from pipeline.audit.patches import (
 from pipeline.audit.reliance import farm_level, run_level
 from pipeline.audit.sanity import MAX_TRAIN_PATCHES, check_cases, check_inputs, run_sanity
 from pipeline.audit.scan import Scan, ScanSetup, scan_patches
+from pipeline.audit.tasks import counterfactual_rows, row_key, run_counterfactuals
 from pipeline.compute import open_client
 from pipeline.config import RunConfig
 from pipeline.geo.styles import style_path
-from pipeline.io import atomic_path, write_json
+from pipeline.io import atomic_path, sha256_file, write_json
 from pipeline.paths import RunPaths
-from pipeline.progress import Progress
 from pipeline.stages.base import StageOutput
 
 log = logging.getLogger(__name__)
@@ -59,24 +55,14 @@ Rows = list[dict[str, Any]]
 
 
 def _flags(
-    scan: Scan, per_method: Rows, access: ModelAccess | None, cfg: RunConfig
+    client: Any, scan: Scan, per_method: Rows, cfg: RunConfig, paths: RunPaths
 ) -> pd.DataFrame:
     """The flag table; a farm's counterfactual runs on every patch holding part of it."""
     scope = cfg.audit.counterfactual_scope
-    wanted = sum(wants_counterfactual(r, scope) for r in best_rows(per_method))
-    progress = Progress("audit: counterfactuals", wanted, "flags")
-
-    def counterfactual(row: dict[str, Any]) -> dict[str, Any]:
-        if access is None:  # only when there is no farm row to run one for
-            return CF_NOT_RUN
-        cf = run_counterfactual(
-            row, farm_cases(row, scan.patches, scan.farm_masks), access, cfg.audit
-        )
-        progress.update()
-        return cf
-
-    with progress:
-        return flag_table(per_method, counterfactual, scope=scope)
+    rows = counterfactual_rows(per_method, scope)
+    model = (paths, sha256_file(paths.model) if rows else "", cfg.compute.threads_per_worker)
+    done = run_counterfactuals(client, rows, scan, cfg.audit, model, cfg.compute.retries)
+    return flag_table(per_method, lambda row: done[row_key(row)], scope=scope)
 
 
 def _checks(
@@ -121,11 +107,10 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
     polygons = read_farm_polygons(paths, set(index["target"]))
     with open_client(cfg.compute) as client:
         scan = scan_patches(client, index, ScanSetup(analyst, polygons, cfg, paths))
-
-    per_method = farm_level(scan.stats, FARM_TARGETS.keys(), a, cfg.run.seed)
-    needs_model = per_method or a.sanity_patches or a.faithfulness_patches
+        per_method = farm_level(scan.stats, FARM_TARGETS.keys(), a, cfg.run.seed)
+        flags = _flags(client, scan, per_method, cfg, paths)
+    needs_model = a.sanity_patches or a.faithfulness_patches
     access = load_model_access(paths) if needs_model else None
-    flags = _flags(scan, per_method, access, cfg)
     run_flags = run_level(scan.stats, a, cfg.run.seed)
     sanity, faith_rows, curves = _checks(scan, flags, access, cfg, paths)
 
