@@ -97,16 +97,20 @@ def _job(spec: AttributeSpec) -> tuple[AttributeJob, ModelMeta]:
     return job, meta
 
 
-def _load(spec: AttributeSpec, task: PatchTask) -> tuple[AttributeJob, PatchInput]:
-    job, meta = _job(spec)
+def _load(job: AttributeJob, meta: ModelMeta, task: PatchTask) -> PatchInput:
     device = next(job.model.parameters()).device
-    return job, load_patch(task.image, task.patch_id, meta, device, mapped=task.mapped)
+    return load_patch(task.image, task.patch_id, meta, device, mapped=task.mapped)
 
 
 def survey_task(spec: AttributeSpec, task: PatchTask) -> list[tuple[str, str]] | None:
-    """The patch's target keys in order; ``None`` when it cannot be read (a Dask task)."""
+    """The patch's target keys in order; ``None`` when it cannot be read (a Dask task).
+
+    Raises:
+        ModelError: the model cannot be loaded (not a patch's fault: the stage fails).
+    """
+    job, meta = _job(spec)
     try:
-        job, patch = _load(spec, task)
+        patch = _load(job, meta, task)
     except PipelineError:
         return None
     return target_keys(patch, job)
@@ -119,9 +123,13 @@ def explain_task(
 
     Returns:
         ``(its records, whether it could be read)``; an unreadable patch is recorded as failed.
+
+    Raises:
+        ModelError: the model cannot be loaded (not a patch's fault: the stage fails).
     """
+    job, meta = _job(spec)
     try:
-        job, patch = _load(spec, task)
+        patch = _load(job, meta, task)
     except PipelineError as err:
         return unreadable_patch(task.patch_id, err), False
     return explain_patch(patch, job, allowance), True
