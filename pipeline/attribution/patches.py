@@ -66,6 +66,8 @@ class PatchInput:
         x: ``(1, C, H, W)`` normalized input on the model's device.
         valid: ``(H, W)`` bool, pixels with data in some band.
         mapped: A mapped farm's patch (``map/patches/``): its farm is its only target.
+        predicted: ``(H, W)`` bool mask the model predicts on ``x`` when already computed
+            (:func:`target_keys` returns it), else ``None``.
     """
 
     patch_id: str
@@ -75,6 +77,7 @@ class PatchInput:
     x: torch.Tensor
     valid: np.ndarray
     mapped: bool = False
+    predicted: np.ndarray | None = None
 
 
 def load_patch(
@@ -245,7 +248,9 @@ def mask_targets(patch: PatchInput, job: AttributeJob) -> tuple[list[PatchTarget
     skips: list[Skip] = []
     for name in () if patch.mapped else job.cfg.targets:
         try:
-            if name == "predicted_mask":
+            if name == "predicted_mask" and patch.predicted is not None:
+                out.append(PatchTarget(Target(name, "", torch.from_numpy(patch.predicted))))
+            elif name == "predicted_mask":
                 out.append(PatchTarget(predicted_mask_target(job.model, patch.x, job.threshold)))
             elif name == "patch":
                 out.append(PatchTarget(patch_target(*patch.grid.shape)))
@@ -390,10 +395,15 @@ def patch_targets(patch: PatchInput, job: AttributeJob) -> tuple[list[PatchTarge
     return masks + objects, mask_skips + object_skips
 
 
-def target_keys(patch: PatchInput, job: AttributeJob) -> list[tuple[str, str]]:
-    """``(target name, target id)`` of every explainable target of ``patch``, in order."""
+def target_keys(
+    patch: PatchInput, job: AttributeJob
+) -> tuple[list[tuple[str, str]], np.ndarray | None]:
+    """``(target name, target id)`` of every explainable target of ``patch``, in order, and the
+    predicted mask when it was computed (for :attr:`PatchInput.predicted`)."""
     targets, _ = patch_targets(patch, job)
-    return [(t.target.name, t.target.target_id) for t in targets]
+    keys = [(t.target.name, t.target.target_id) for t in targets]
+    masks = [t.target.mask.numpy() for t in targets if t.target.name == "predicted_mask"]
+    return keys, (masks[0] if masks else None)
 
 
 def explain_patch(

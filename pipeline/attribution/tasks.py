@@ -4,7 +4,7 @@ Two passes over the patches, both on the cluster: :func:`survey_task` lists each
 targets (only when a run-wide cap can bind, :func:`~pipeline.attribution.patches.caps_bind`),
 the client turns the lists into one :class:`~pipeline.attribution.patches.Allowance` per patch
 (:func:`~pipeline.attribution.patches.allot`), then :func:`explain_task` explains each patch
-within its allowance. Every seed derives from the patch and target names and every file is
+within its allowance (reusing the predicted mask its survey computed). Every seed derives from the patch and target names and every file is
 written atomically under its own name, so a task is idempotent and the outputs do not depend on
 how many workers ran them or in what order. The model is loaded once per worker process.
 """
@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -102,8 +103,21 @@ def _load(job: AttributeJob, meta: ModelMeta, task: PatchTask) -> PatchInput:
     return load_patch(task.image, task.patch_id, meta, device, mapped=task.mapped)
 
 
-def survey_task(spec: AttributeSpec, task: PatchTask) -> list[tuple[str, str]] | None:
-    """The patch's target keys in order; ``None`` when it cannot be read (a Dask task).
+@dataclass(frozen=True)
+class Survey:
+    """One patch's targets before it is explained.
+
+    Attributes:
+        keys: ``(target name, target id)`` of its explainable targets, in order.
+        predicted: Its predicted mask (``(H, W)`` bool) when a target needed it, else ``None``.
+    """
+
+    keys: list[tuple[str, str]]
+    predicted: np.ndarray | None = None
+
+
+def survey_task(spec: AttributeSpec, task: PatchTask) -> Survey | None:
+    """The patch's targets; ``None`` when it cannot be read (a Dask task).
 
     Raises:
         ModelError: the model cannot be loaded (not a patch's fault: the stage fails).
@@ -113,13 +127,14 @@ def survey_task(spec: AttributeSpec, task: PatchTask) -> list[tuple[str, str]] |
         patch = _load(job, meta, task)
     except PipelineError:
         return None
-    return target_keys(patch, job)
+    return Survey(*target_keys(patch, job))
 
 
 def explain_task(
-    spec: AttributeSpec, task: PatchTask, allowance: Allowance
+    spec: AttributeSpec, task: PatchTask, allowance: Allowance, survey: Survey | None = None
 ) -> tuple[PatchRecords, bool]:
-    """Explain one patch within its allowance (a Dask task).
+    """Explain one patch within its allowance (a Dask task), reusing its survey's predicted
+    mask when there is one.
 
     Returns:
         ``(its records, whether it could be read)``; an unreadable patch is recorded as failed.
@@ -132,6 +147,8 @@ def explain_task(
         patch = _load(job, meta, task)
     except PipelineError as err:
         return unreadable_patch(task.patch_id, err), False
+    if survey is not None and survey.predicted is not None:
+        patch = replace(patch, predicted=survey.predicted)
     return explain_patch(patch, job, allowance), True
 
 
@@ -191,8 +208,9 @@ def run_patches(
     """
     shared = client.scatter(spec, broadcast=True, hash=False)
     allowances = [Allowance()] * len(tasks)
+    surveys: list[Survey | None] = [None] * len(tasks)
     if caps_bind(spec.cfg):
-        keys = run_tasks(
+        surveys = run_tasks(
             client,
             survey_task,
             [(shared, t) for t in tasks],
@@ -200,11 +218,11 @@ def run_patches(
             unit="patches",
             retries=retries,
         )
-        allowances = allot([k or [] for k in keys], spec.cfg)
+        allowances = allot([s.keys if s else [] for s in surveys], spec.cfg)
     results = run_tasks(
         client,
         explain_task,
-        [(shared, t, a) for t, a in zip(tasks, allowances, strict=True)],
+        [(shared, *c) for c in zip(tasks, allowances, surveys, strict=True)],
         what="attribute",
         unit="patches",
         retries=retries,
