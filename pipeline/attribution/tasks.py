@@ -4,9 +4,10 @@ Two passes over the patches, both on the cluster: :func:`survey_task` lists each
 targets (only when a run-wide cap can bind, :func:`~pipeline.attribution.patches.caps_bind`),
 the client turns the lists into one :class:`~pipeline.attribution.patches.Allowance` per patch
 (:func:`~pipeline.attribution.patches.allot`), then :func:`explain_task` explains each patch
-within its allowance (reusing the predicted mask its survey computed). Every seed derives from the patch and target names and every file is
-written atomically under its own name, so a task is idempotent and the outputs do not depend on
-how many workers ran them or in what order. The model is loaded once per worker process.
+within its allowance (reusing the predicted mask its survey computed). Every seed derives from
+the patch and target names and every file is written atomically under its own name, so a task
+is idempotent and the outputs do not depend on how many workers ran them or in what order. The
+model is loaded once per worker process.
 """
 
 from __future__ import annotations

@@ -53,14 +53,15 @@ log = logging.getLogger(__name__)
 
 def read_tiles(paths: RunPaths, cfg: AttributeConfig) -> pd.DataFrame:
     """The patches to explain: tiles index rows of the configured splits, by patch id (none
-    when ``mapped_farms`` is the only target and there is no tiles index).
+    when ``mapped_farms`` is the only target and no analyst polygons are configured: those
+    targets live on the map's patches only).
 
     Raises:
         MissingArtifactError: no tiles index.
     """
+    if set(cfg.targets) == {"mapped_farms"} and cfg.analyst_polygons is None:
+        return pd.DataFrame(columns=["patch_id", "split"])
     if not paths.tiles_index.is_file():
-        if set(cfg.targets) == {"mapped_farms"}:
-            return pd.DataFrame(columns=["patch_id", "split"])
         raise MissingArtifactError("the tiles index", paths.tiles_index, "tiles")
     frame = pyogrio.read_dataframe(paths.tiles_index, layer="tiles", read_geometry=False)
     frame = frame[frame["split"].isin(cfg.splits)].sort_values("patch_id")
