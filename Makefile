@@ -55,7 +55,8 @@ $(R)/map/manifest.json: $(R)/train/manifest.json
 	$(CLI) map --config $(CONFIG) $(ARGS)
 $(R)/predict/manifest.json: $(R)/train/manifest.json
 	$(CLI) predict --config $(CONFIG) $(ARGS)
-$(R)/attribute/manifest.json: $(R)/predict/manifest.json
+# attribute runs after map: its mapped_farms target explains the map's farm patches
+$(R)/attribute/manifest.json: $(R)/predict/manifest.json $(R)/map/manifest.json
 	$(CLI) attribute --config $(CONFIG) $(ARGS)
 $(R)/audit/manifest.json: $(R)/attribute/manifest.json
 	$(CLI) audit --config $(CONFIG) $(ARGS)

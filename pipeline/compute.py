@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from pipeline.config.compute import ComputeConfig
 from pipeline.errors import ComputeError
+from pipeline.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +85,42 @@ def open_client(cc: ComputeConfig) -> Iterator[Any]:
             log.info("Dask dashboard: %s", client.dashboard_link)
         log.info("Dask: local cluster of %d worker(s) x %d thread(s)", n, cc.threads_per_worker)
         yield client
+
+
+def run_tasks(
+    client: Any,
+    fn: Callable[..., Any],
+    calls: Sequence[tuple[Any, ...]],
+    *,
+    what: str,
+    unit: str,
+    retries: int,
+) -> list[Any]:
+    """``[fn(*args) for args in calls]`` as Dask tasks on ``client``, with progress as they end.
+
+    Results come back in the order of ``calls`` whatever order the tasks finish in. A task
+    that raises is retried ``retries`` times; then its exception is raised here.
+
+    Args:
+        client: A ``distributed.Client``.
+        fn: A top-level (picklable) function.
+        calls: The arguments of each task (futures allowed, e.g. scattered data).
+        what: The progress line's label.
+        unit: What one task is (``patches``).
+        retries: Retries of a failing task.
+    """
+    from distributed import as_completed
+
+    token = uuid.uuid4().hex[:8]
+    name = getattr(fn, "__name__", "task")
+    futures = [
+        client.submit(fn, *args, key=f"{name}-{i}-{token}", retries=retries)
+        for i, args in enumerate(calls)
+    ]
+    position = {f.key: i for i, f in enumerate(futures)}
+    results: list[Any] = [None] * len(futures)
+    with Progress(what, len(futures), unit) as progress:
+        for fut in as_completed(futures):
+            results[position[fut.key]] = fut.result()
+            progress.update()
+    return results

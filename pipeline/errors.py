@@ -26,8 +26,13 @@ class MissingArtifactError(PipelineError, FileNotFoundError):
             f"{what} not found at {path}. Run `make {make_target}` first "
             f"(or `python -m pipeline {make_target.split()[0]} --config ...`)."
         )
+        self.what = what
         self.path = path
         self.make_target = make_target
+
+    def __reduce__(self) -> tuple[type, tuple[str, object, str]]:
+        """Pickle by the constructor's arguments (it travels back from Dask workers)."""
+        return type(self), (self.what, self.path, self.make_target)
 
 
 class RasterError(PipelineError, OSError):

@@ -18,6 +18,28 @@ def safe_name(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class PatchFiles:
+    """The files of one patch the attribute and audit stages read.
+
+    Attributes:
+        image: 10-band uint16 patch COG.
+        scl: Its SCL on the same grid.
+        labels: Label mask (1 = farm) on the same grid.
+        probability: Model probability on the same grid.
+        predicted_mask: Predicted mask; ``None`` for a mapped farm's patch (its predicted
+            farms are the mapped farm polygons).
+        mapped: The patch was cut around a mapped farm by the map stage.
+    """
+
+    image: Path
+    scl: Path
+    labels: Path
+    probability: Path
+    predicted_mask: Path | None
+    mapped: bool = False
+
+
+@dataclass(frozen=True)
 class RunPaths:
     """Artefact paths of one run under ``<data_root>/runs/<run>/``.
 
@@ -284,6 +306,26 @@ class RunPaths:
     def map_patch_mask(self, farm_id: str) -> Path:
         """Label mask (labels/farms.gpkg) rasterized on the farm patch's grid."""
         return self.map_patches_dir / f"{farm_id}_mask.tif"
+
+    def patch_files(self, patch_id: str) -> PatchFiles:
+        """The files of a fetched patch (``p00012``), or of a mapped farm's patch (``m0003``,
+        under ``map/patches/``) when no fetched patch has that id."""
+        if not self.image(patch_id).is_file() and self.map_patch(patch_id).is_file():
+            return PatchFiles(
+                self.map_patch(patch_id),
+                self.map_patch_scl(patch_id),
+                self.map_patch_mask(patch_id),
+                self.map_patch_probability(patch_id),
+                None,
+                mapped=True,
+            )
+        return PatchFiles(
+            self.image(patch_id),
+            self.scl(patch_id),
+            self.mask(patch_id),
+            self.probability(patch_id),
+            self.predicted_mask(patch_id),
+        )
 
     @property
     def map_patches_index(self) -> Path:

@@ -26,7 +26,12 @@ ID_COLUMNS: dict[str, tuple[str, ...]] = {
     "false_positives": ("id", "pred_id"),
     "missed_farms": ("id", "farm_id"),
     "polygon": ("id",),
+    "mapped_farms": ("farm_id",),
 }
+
+#: Kinds whose every object has a patch of its own, named by the object's id (the map stage
+#: cuts one around each mapped farm): such an object is a target on that patch only.
+OWN_PATCH: frozenset[str] = frozenset({"mapped_farms"})
 
 
 @dataclass
@@ -74,6 +79,8 @@ def read_layer(kind: str, path: Path | None) -> tuple[ObjectLayer | None, str]:
     column = next((c for c in ID_COLUMNS.get(kind, ("id",)) if c in frame.columns), None)
     ids = frame[column].astype(str) if column is not None else [f"a{i}" for i in range(len(frame))]
     frame = frame.assign(target_id=np.asarray(ids, dtype=object))
+    if kind in OWN_PATCH:
+        frame = frame.assign(patch_id=frame["target_id"])
     frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
     keep = ["target_id", "geometry"] + (["patch_id"] if "patch_id" in frame.columns else [])
     return ObjectLayer(kind, frame[keep].reset_index(drop=True)), ""

@@ -5,7 +5,10 @@ from the unperturbed input, and every object of each layer on the patch), explai
 every configured method, writes each attribution's COG (and quicklook), and returns the
 :class:`~pipeline.attribution.ledger.PatchRecords` of the patch: index rows, farm rows and skips.
 Run-wide caps (``attribute.max_targets`` per method, ``max_quicklooks`` per method and target)
-are counted by the :class:`Quotas` the caller passes from patch to patch.
+are counted by :class:`Quotas` over the patches in order (:func:`allot`), from the target keys
+of each patch (:func:`target_keys`), before any patch is explained: each patch then gets its
+:class:`Allowance`, so patches can be explained in any order, on any worker, with the same
+result. A patch cut around a mapped farm (``mapped``) has that farm as its only target.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,7 @@ from shapely.geometry.base import BaseGeometry
 from torch import nn
 
 from pipeline.attribution.export import attribution_tags, gap_flag, write_attribution
-from pipeline.attribution.layers import ObjectLayer, read_layers
+from pipeline.attribution.layers import OWN_PATCH, ObjectLayer, read_layers
 from pipeline.attribution.ledger import (
     PatchRecords,
     Skip,
@@ -62,6 +65,9 @@ class PatchInput:
         tags: The patch COG's tags (``stac_item_ids``, ...).
         x: ``(1, C, H, W)`` normalized input on the model's device.
         valid: ``(H, W)`` bool, pixels with data in some band.
+        mapped: A mapped farm's patch (``map/patches/``): its farm is its only target.
+        predicted: ``(H, W)`` bool mask the model predicts on ``x`` when already computed
+            (:func:`target_keys` returns it), else ``None``.
     """
 
     patch_id: str
@@ -70,9 +76,13 @@ class PatchInput:
     tags: dict[str, str]
     x: torch.Tensor
     valid: np.ndarray
+    mapped: bool = False
+    predicted: np.ndarray | None = None
 
 
-def load_patch(path: Path, patch_id: str, meta: ModelMeta, device: torch.device) -> PatchInput:
+def load_patch(
+    path: Path, patch_id: str, meta: ModelMeta, device: torch.device, *, mapped: bool = False
+) -> PatchInput:
     """Read and normalize one patch COG.
 
     Raises:
@@ -82,7 +92,7 @@ def load_patch(path: Path, patch_id: str, meta: ModelMeta, device: torch.device)
     array, grid, tags = read_patch(path)
     check_bands(meta, BANDS, path)
     x = normalize(array, meta)[None].to(device)
-    return PatchInput(patch_id, array, grid, tags, x, (array != 0).any(axis=0))
+    return PatchInput(patch_id, array, grid, tags, x, (array != 0).any(axis=0), mapped)
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,57 @@ class Quotas:
         return cls(Quota(cfg.max_targets.get), Quota(lambda _key: quicklooks))
 
 
+#: ``(method, target name, target id)``: one attribution of a patch.
+TargetKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """What the run-wide caps leave one patch.
+
+    Attributes:
+        explain: Attributions the patch may compute (``None``: all).
+        quicklooks: Attributions that get a quicklook (``None``: all).
+    """
+
+    explain: frozenset[TargetKey] | None = None
+    quicklooks: frozenset[TargetKey] | None = None
+
+    def explains(self, key: TargetKey) -> bool:
+        return self.explain is None or key in self.explain
+
+    def looks(self, key: TargetKey) -> bool:
+        return self.quicklooks is None or key in self.quicklooks
+
+
+def caps_bind(cfg: AttributeConfig) -> bool:
+    """Whether a run-wide cap can leave some attribution or quicklook out."""
+    capped = any(cfg.max_targets.get(m) is not None for m in cfg.methods)
+    return capped or cfg.quicklooks
+
+
+def allot(
+    keys_per_patch: Sequence[Sequence[tuple[str, str]]], cfg: AttributeConfig
+) -> list[Allowance]:
+    """Each patch's :class:`Allowance`: the caps taken patch by patch, target by target, method
+    by method, in order (each patch's ``(target name, target id)`` keys from
+    :func:`target_keys`). A quicklook is counted for every allowed attribution."""
+    quotas = Quotas.of(cfg)
+    out = []
+    for keys in keys_per_patch:
+        explain: set[TargetKey] = set()
+        looks: set[TargetKey] = set()
+        for name, tid in keys:
+            for method in cfg.methods:
+                if not quotas.targets.take(method):
+                    continue
+                explain.add((method, name, tid))
+                if quotas.quicklooks.take((method, name)):
+                    looks.add((method, name, tid))
+        out.append(Allowance(frozenset(explain), frozenset(looks)))
+    return out
+
+
 @dataclass(frozen=True)
 class PatchTarget:
     """A target and, for object targets, its polygon in the patch CRS."""
@@ -158,6 +219,7 @@ def object_layer_paths(cfg: AttributeConfig, paths: RunPaths) -> dict[str, Path 
         "label_farms": paths.farms,
         "false_positives": paths.false_positives,
         "missed_farms": paths.missed_farms,
+        "mapped_farms": paths.map_farms,
     }
     wanted: dict[str, Path | None] = {k: v for k, v in sources.items() if k in cfg.targets}
     if cfg.analyst_polygons is not None:
@@ -180,12 +242,15 @@ def unreadable_patch(patch_id: str, err: PipelineError) -> PatchRecords:
 
 
 def mask_targets(patch: PatchInput, job: AttributeJob) -> tuple[list[PatchTarget], list[Skip]]:
-    """The ``predicted_mask`` and ``patch`` targets that are configured (or their skips)."""
+    """The ``predicted_mask`` and ``patch`` targets that are configured (or their skips); none
+    on a mapped farm's patch."""
     out: list[PatchTarget] = []
     skips: list[Skip] = []
-    for name in job.cfg.targets:
+    for name in () if patch.mapped else job.cfg.targets:
         try:
-            if name == "predicted_mask":
+            if name == "predicted_mask" and patch.predicted is not None:
+                out.append(PatchTarget(Target(name, "", torch.from_numpy(patch.predicted))))
+            elif name == "predicted_mask":
                 out.append(PatchTarget(predicted_mask_target(job.model, patch.x, job.threshold)))
             elif name == "patch":
                 out.append(PatchTarget(patch_target(*patch.grid.shape)))
@@ -195,11 +260,14 @@ def mask_targets(patch: PatchInput, job: AttributeJob) -> tuple[list[PatchTarget
 
 
 def object_targets(patch: PatchInput, job: AttributeJob) -> tuple[list[PatchTarget], list[Skip]]:
-    """One target per object of each layer on the patch (capped), or its skip."""
+    """One target per object of each layer on the patch (capped), or its skip; a mapped farm's
+    patch takes its objects from the :data:`OWN_PATCH` layers only."""
     cap = job.cfg.max_objects_per_patch
     out: list[PatchTarget] = []
     skips: list[Skip] = []
     for kind, layer in job.layers.items():
+        if patch.mapped != (kind in OWN_PATCH):
+            continue
         rows = layer.for_patch(patch.patch_id, patch.grid)
         if len(rows) > cap:
             reason = f"max_objects_per_patch: {len(rows)} objects, first {cap} explained"
@@ -269,7 +337,7 @@ def export_result(
     item: PatchTarget,
     seconds: float,
     job: AttributeJob,
-    quotas: Quotas,
+    allowance: Allowance,
 ) -> PatchRecords:
     """Write the COG (and quicklook) of one result; return its index row (and farm row)."""
     target = result.target
@@ -286,7 +354,7 @@ def export_result(
     rel = job.paths.relative(cog)
     row = result_row(result, patch_id=patch.patch_id, path=rel, seconds=seconds, flag=flag)
     outputs = [cog]
-    if quotas.quicklooks.take((result.method, target.name)):
+    if allowance.looks((result.method, target.name, target.target_id)):
         png = job.paths.quicklook(result.method, target.name, cog.stem)
         outputs.append(write_patch_quicklook(result, patch, png))
     farms = []
@@ -301,12 +369,12 @@ def explain_target(
     method: str,
     superpixels: np.ndarray | None,
     job: AttributeJob,
-    quotas: Quotas,
+    allowance: Allowance,
 ) -> PatchRecords:
     """Explain one target with one method (unless its budget is spent) and export it."""
     target, pid = item.target, patch.patch_id
-    if not quotas.targets.take(method):
-        limit = quotas.targets.limit(method)
+    if not allowance.explains((method, target.name, target.target_id)):
+        limit = next((v for k, v in job.cfg.max_targets.items() if k == method), None)
         reason = f"budget: attribute.max_targets.{method}={limit} reached"
         return skip_records([Skip(pid, method, target.name, target.target_id, reason)])
     seed = derive_seed(job.run_seed, pid, method, target.name, target.target_id)
@@ -317,7 +385,7 @@ def explain_target(
         )
     except AttributionError as err:
         return skip_records([Skip(pid, method, target.name, target.target_id, str(err))])
-    return export_result(result, patch, item, time.perf_counter() - start, job, quotas)
+    return export_result(result, patch, item, time.perf_counter() - start, job, allowance)
 
 
 def patch_targets(patch: PatchInput, job: AttributeJob) -> tuple[list[PatchTarget], list[Skip]]:
@@ -327,15 +395,34 @@ def patch_targets(patch: PatchInput, job: AttributeJob) -> tuple[list[PatchTarge
     return masks + objects, mask_skips + object_skips
 
 
-def explain_patch(patch: PatchInput, job: AttributeJob, quotas: Quotas) -> PatchRecords:
+def target_keys(
+    patch: PatchInput, job: AttributeJob
+) -> tuple[list[tuple[str, str]], np.ndarray | None]:
+    """``(target name, target id)`` of every explainable target of ``patch``, in order, and the
+    predicted mask when it was computed (for :attr:`PatchInput.predicted`)."""
+    targets, _ = patch_targets(patch, job)
+    keys = [(t.target.name, t.target.target_id) for t in targets]
+    masks = [t.target.mask.numpy() for t in targets if t.target.name == "predicted_mask"]
+    return keys, (masks[0] if masks else None)
+
+
+def explain_patch(
+    patch: PatchInput, job: AttributeJob, allowance: Allowance | None = None
+) -> PatchRecords:
     """Explain every target of ``patch`` with every configured method.
 
     The superpixel methods share one SLIC segmentation of the patch.
+
+    Args:
+        patch: The patch.
+        job: What stays fixed.
+        allowance: What the run-wide caps leave this patch (default: everything).
 
     Returns:
         The patch's records, in order: its target skips, then per target the agreement with
         predict's mask and one row per method.
     """
+    allowance = allowance or Allowance()
     targets, skips = patch_targets(patch, job)
     parts = [skip_records(skips)]
     superpixels = None
@@ -344,5 +431,5 @@ def explain_patch(patch: PatchInput, job: AttributeJob, quotas: Quotas) -> Patch
     for item in targets:
         parts.append(PatchRecords(agreement=agreement(job.paths, patch.patch_id, item.target)))
         for method in job.cfg.methods:
-            parts.append(explain_target(patch, item, method, superpixels, job, quotas))
+            parts.append(explain_target(patch, item, method, superpixels, job, allowance))
     return combine(parts)

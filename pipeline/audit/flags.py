@@ -71,7 +71,7 @@ TARGET_COLUMNS = Columns(
     (
         "target",
         "kind of farm: label_farms (OpenStreetMap), predicted_farms (the model's polygons), "
-        "false_positives, missed_farms",
+        "false_positives, missed_farms, mapped_farms (the map stage's farms)",
     ),
     ("target_id", "the farm's id in its layer (farm_id of labels/farms.gpkg, pred_id, ...)"),
 )
@@ -385,14 +385,27 @@ def farm_table(flags: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def write_flags_gpkg(path: Path, farms: pd.DataFrame, polygons: dict[tuple[str, str], Any]) -> Path:
+def write_flags_gpkg(
+    path: Path,
+    farms: pd.DataFrame,
+    polygons: dict[tuple[str, str], Any],
+    relations: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+) -> Path:
     """Write the farm table with each farm's polygon (EPSG:4326; layer ``flags``) atomically,
     and its QGIS style (colour by verdict) beside it.
 
-    A farm without a polygon gets an empty geometry.
+    A farm without a polygon gets an empty geometry. ``relations`` (mapped farms: ``in_osm``,
+    ``osm_id``) adds those columns when some farm has one: text ``true``/``false`` and the OSM
+    id, empty for farms without a relation.
     """
-    geoms = [polygons.get((k, t)) for k, t in zip(farms["target"], farms["target_id"], strict=True)]
-    gdf = gpd.GeoDataFrame(farms.copy(), geometry=geoms, crs="EPSG:4326")
+    keys = list(zip(farms["target"].astype(str), farms["target_id"].astype(str), strict=True))
+    geoms = [polygons.get(k) for k in keys]
+    table = farms.copy()
+    if relations and any(k in relations for k in keys):
+        rel = [relations.get(k, {}) for k in keys]
+        table["in_osm"] = [str(r["in_osm"]).lower() if "in_osm" in r else "" for r in rel]
+        table["osm_id"] = [str(r.get("osm_id") or "") for r in rel]
+    gdf = gpd.GeoDataFrame(table, geometry=geoms, crs="EPSG:4326")
     with atomic_path(path) as tmp:
         gdf.to_file(tmp, layer="flags", driver="GPKG")
     write_style(path, flags_style())

@@ -25,7 +25,7 @@ from pipeline.audit.geometry import to_grid_crs
 from pipeline.bands import BANDS
 from pipeline.config import RunConfig
 from pipeline.errors import AuditError, MissingArtifactError, RasterError
-from pipeline.geo.masks import geometries_mask
+from pipeline.geo.masks import geometries_mask, grid_footprint_lonlat
 from pipeline.geo.raster import Grid, read_raster
 from pipeline.paths import RunPaths
 from pipeline.tables import Columns
@@ -52,7 +52,11 @@ FARM_TARGETS: dict[str, FarmLayer] = {
     "predicted_farms": FarmLayer(lambda p: p.predicted_farms, "pred_id"),
     "false_positives": FarmLayer(lambda p: p.false_positives, "id"),
     "missed_farms": FarmLayer(lambda p: p.missed_farms, "id"),
+    "mapped_farms": FarmLayer(lambda p: p.map_farms, "farm_id"),
 }
+
+#: Columns of ``map/farms.gpkg`` a mapped farm's audit rows carry (its relation to the labels).
+MAPPED_COLUMNS = ("in_osm", "osm_id")
 
 #: Columns of ``audit/cues.csv`` (one row per patch and cue; see :func:`cue_rows`).
 CUE_COLUMNS = Columns(
@@ -173,6 +177,27 @@ def read_farm_polygons(paths: RunPaths, kinds: set[str]) -> Polygons:
     return out
 
 
+def read_mapped_relations(paths: RunPaths) -> dict[tuple[str, str], dict[str, Any]]:
+    """``("mapped_farms", farm id) -> {"in_osm": bool, "osm_id": str}`` from ``map/farms.gpkg``
+    (``{}`` when the map stage has not run)."""
+    if not paths.map_farms.is_file():
+        return {}
+    frame = gpd.read_file(paths.map_farms, ignore_geometry=True)
+    return {
+        ("mapped_farms", str(r["farm_id"])): {
+            "in_osm": bool(r["in_osm"]),
+            "osm_id": "" if pd.isna(r["osm_id"]) else str(r["osm_id"]),
+        }
+        for r in frame.to_dict(orient="records")
+    }
+
+
+def mapped_farms_on(polygons: Polygons, grid: Grid) -> list[Any]:
+    """The mapped farms' polygons (EPSG:4326) that reach into ``grid``."""
+    footprint = grid_footprint_lonlat(grid)
+    return [g for (k, _), g in polygons.items() if k == "mapped_farms" and g.intersects(footprint)]
+
+
 def read_analyst_cues(cue_files: Mapping[str, Path]) -> dict[str, Any]:
     """Analyst cue sources: name -> GeoDataFrame (vector) or Path (raster, read per patch).
 
@@ -227,25 +252,38 @@ def _bool_or_empty(mask: np.ndarray | None, grid: Grid) -> np.ndarray:
     return np.zeros(grid.shape, dtype=bool) if mask is None else mask.astype(bool)
 
 
-def load_patch(paths: RunPaths, cfg: RunConfig, pid: str, analyst: Mapping[str, Any]) -> PatchData:
-    """Read one patch, its SCL and masks, and compute its cues.
+def load_patch(
+    paths: RunPaths,
+    cfg: RunConfig,
+    pid: str,
+    analyst: Mapping[str, Any],
+    polygons: Polygons | None = None,
+) -> PatchData:
+    """Read one patch (fetched, or a mapped farm's: :meth:`RunPaths.patch_files`), its SCL and
+    masks, and compute its cues.
 
     Args:
         analyst: Analyst cue sources (:func:`read_analyst_cues`); ``{}`` for none.
+        polygons: Object targets' polygons; on a mapped farm's patch the predicted mask is
+            the mapped farms of ``polygons`` (none when not given).
 
     Raises:
         MissingArtifactError: the patch image is missing.
         RasterError: it cannot be read.
     """
-    path = paths.image(pid)
-    if not path.is_file():
-        raise MissingArtifactError(f"patch {pid}", path, f"fetch RUN={cfg.run.name}")
-    image, grid, bands = read_image(path)
-    scl = read_band(paths.scl(pid), grid)
+    files = paths.patch_files(pid)
+    if not files.image.is_file():
+        raise MissingArtifactError(f"patch {pid}", files.image, f"fetch RUN={cfg.run.name}")
+    image, grid, bands = read_image(files.image)
+    scl = read_band(files.scl, grid)
     if scl is not None and not scl.any():
         scl = None  # all nodata: fall back to spectral tests
-    labels = read_band(paths.mask(pid), grid)
-    predicted = read_band(paths.predicted_mask(pid), grid)
+    labels = read_band(files.labels, grid)
+    if files.predicted_mask is not None:
+        predicted = read_band(files.predicted_mask, grid)
+    else:
+        mapped = [to_grid_crs(g, "EPSG:4326", grid) for g in mapped_farms_on(polygons or {}, grid)]
+        predicted = geometries_mask(mapped, grid) if mapped else None
     on_grid = {name: analyst_on_grid(src, grid) for name, src in analyst.items()}
     cues = compute_cues(image, bands, scl, cfg.audit, on_grid)
     return PatchData(

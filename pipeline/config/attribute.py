@@ -31,6 +31,7 @@ TargetName = Literal[
     "label_farms",
     "false_positives",
     "missed_farms",
+    "mapped_farms",
 ]
 SplitName = Literal["train", "val", "test"]
 
@@ -41,6 +42,8 @@ class AttributeConfig(Section):
     Attributes:
         methods: Attribution methods to run (see :data:`pipeline.attribution.methods.METHODS`).
         targets: What each attribution explains; the mask is frozen from the unperturbed input.
+            ``mapped_farms`` explains every farm of ``map/farms.gpkg`` on the composite patch
+            the map stage cut around it (``map/patches/``); those patches get no other target.
         analyst_polygons: Optional vector file (any OGR format, any CRS) of polygons to explain;
             each polygon overlapping a patch becomes a ``polygon`` target (id from an ``id``
             column when present, else ``a<row>``).

@@ -49,10 +49,10 @@ class Pictures:
 
     def views(self, pid: str, key: tuple[str, str], focus: str) -> CardViews | None:
         """The card pictures of farm ``key`` on patch ``pid`` (``None``: no such patch)."""
-        if not pid or not self.paths.image(pid).is_file():
+        if not pid or not self.paths.patch_files(pid).image.is_file():
             return None
         if pid not in self.patches:
-            self.patches[pid] = load_patch(self.paths, self.cfg, pid, {})
+            self.patches[pid] = load_patch(self.paths, self.cfg, pid, {}, self.polygons)
         p = self.patches[pid]
         maps = [
             (method, read_attribution(self.paths.resolve(path))[1])
@@ -62,7 +62,8 @@ class Pictures:
 
     def links(self, pid: str, key: tuple[str, str]) -> list[tuple[str, str]]:
         """``(label, href from report/)`` of the files behind a card."""
-        files = [("patch", self.paths.image(pid)), ("probability", self.paths.probability(pid))]
+        patch = self.paths.patch_files(pid)
+        files = [("patch", patch.image), ("probability", patch.probability)]
         files += [
             (method, self.paths.resolve(path))
             for method, path in attribution_maps(self.index, pid, key)

@@ -53,8 +53,9 @@ class Stage:
         reads: One line for ``--help``: what the stage reads.
         writes: One line for ``--help``: what the stage writes.
         uses_world: Reads the demo world's files when the config has a ``world`` section.
-        optional: Upstream stages read when they have run (their manifests join the inputs
-            when present; a missing one is no error).
+        optional: Upstream stages read when they have run (``map`` for ``mapped_farms``):
+            their manifests join the inputs when present, so a re-run makes this stage stale;
+            a missing one is no error.
     """
 
     name: str
@@ -127,8 +128,9 @@ STAGES: dict[str, Stage] = {
             _lazy("attribute"),
             ("tiles", "train", "predict"),
             ("attribute",),
-            "train/model.pt, the patches, predict/ masks and polygons",
+            "train/model.pt, the patches, predict/ masks and polygons, map/ farm patches",
             "attribute/<method>/<target>/<id>.tif (COG), attribute/index.csv",
+            optional=("map",),
         ),
         Stage(
             "audit",
@@ -137,6 +139,7 @@ STAGES: dict[str, Stage] = {
             ("audit",),
             "the patches and SCL, attribute/index.csv and its rasters, train/model.pt",
             "audit/flags.gpkg (one row per farm), audit/flags.csv, audit/reliance.csv",
+            optional=("map",),
         ),
         Stage(
             "triage",

@@ -2,7 +2,9 @@
 proves.
 
 Reads the attribution index and rasters, the patches (and SCL), label and predicted masks, the
-farm polygons and the model. Writes (all under ``audit/``): ``cues.csv`` (per patch and cue:
+farm polygons and the model (for ``mapped_farms`` targets: the map stage's farm patches and
+``map/farms.gpkg``). Each patch is measured in one Dask task on the ``compute:`` cluster.
+Writes (all under ``audit/``): ``cues.csv`` (per patch and cue:
 pixel share or "not computable" and why), ``reliance.csv`` (per patch x method x target x
 cue), ``run_flags.csv`` (per method x target kind x cue, pooled over patches with bootstrap CIs),
 ``flags.csv`` / ``flags.gpkg`` (one row per farm target and cue, with the counterfactual and
@@ -18,17 +20,13 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.audit.counterfactual import farm_cases, run_counterfactual
 from pipeline.audit.explainers import CheckSetup, make_explainer
 from pipeline.audit.faithfulness import run_faithfulness
 from pipeline.audit.flags import (
-    CF_NOT_RUN,
-    best_rows,
     check_thresholds,
     farm_table,
     flag_table,
     run_summary,
-    wants_counterfactual,
     write_flags_gpkg,
 )
 from pipeline.audit.model_access import ModelAccess, load_model_access
@@ -37,16 +35,18 @@ from pipeline.audit.patches import (
     read_analyst_cues,
     read_attribution_index,
     read_farm_polygons,
+    read_mapped_relations,
     read_train_pairs,
 )
 from pipeline.audit.reliance import farm_level, run_level
 from pipeline.audit.sanity import MAX_TRAIN_PATCHES, check_cases, check_inputs, run_sanity
-from pipeline.audit.scan import Scan, scan_patches
+from pipeline.audit.scan import Scan, ScanSetup, scan_patches
+from pipeline.audit.tasks import counterfactual_rows, row_key, run_counterfactuals
+from pipeline.compute import open_client
 from pipeline.config import RunConfig
 from pipeline.geo.styles import style_path
-from pipeline.io import atomic_path, write_json
+from pipeline.io import atomic_path, sha256_file, write_json
 from pipeline.paths import RunPaths
-from pipeline.progress import Progress
 from pipeline.stages.base import StageOutput
 
 log = logging.getLogger(__name__)
@@ -55,24 +55,14 @@ Rows = list[dict[str, Any]]
 
 
 def _flags(
-    scan: Scan, per_method: Rows, access: ModelAccess | None, cfg: RunConfig
+    client: Any, scan: Scan, per_method: Rows, cfg: RunConfig, paths: RunPaths
 ) -> pd.DataFrame:
     """The flag table; a farm's counterfactual runs on every patch holding part of it."""
     scope = cfg.audit.counterfactual_scope
-    wanted = sum(wants_counterfactual(r, scope) for r in best_rows(per_method))
-    progress = Progress("audit: counterfactuals", wanted, "flags")
-
-    def counterfactual(row: dict[str, Any]) -> dict[str, Any]:
-        if access is None:  # only when there is no farm row to run one for
-            return CF_NOT_RUN
-        cf = run_counterfactual(
-            row, farm_cases(row, scan.patches, scan.farm_masks), access, cfg.audit
-        )
-        progress.update()
-        return cf
-
-    with progress:
-        return flag_table(per_method, counterfactual, scope=scope)
+    rows = counterfactual_rows(per_method, scope)
+    model = (paths, sha256_file(paths.model) if rows else "", cfg.compute.threads_per_worker)
+    done = run_counterfactuals(client, rows, scan, cfg.audit, model, cfg.compute.retries)
+    return flag_table(per_method, lambda row: done[row_key(row)], scope=scope)
 
 
 def _checks(
@@ -115,12 +105,12 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
     index = read_attribution_index(paths, cfg.run.name)
     analyst = read_analyst_cues(a.cue_files)
     polygons = read_farm_polygons(paths, set(index["target"]))
-    scan = scan_patches(index, analyst, polygons, cfg, paths)
-
-    per_method = farm_level(scan.stats, FARM_TARGETS.keys(), a, cfg.run.seed)
-    needs_model = per_method or a.sanity_patches or a.faithfulness_patches
+    with open_client(cfg.compute) as client:
+        scan = scan_patches(client, index, ScanSetup(analyst, polygons, cfg, paths))
+        per_method = farm_level(scan.stats, FARM_TARGETS.keys(), a, cfg.run.seed)
+        flags = _flags(client, scan, per_method, cfg, paths)
+    needs_model = a.sanity_patches or a.faithfulness_patches
     access = load_model_access(paths) if needs_model else None
-    flags = _flags(scan, per_method, access, cfg)
     run_flags = run_level(scan.stats, a, cfg.run.seed)
     sanity, faith_rows, curves = _checks(scan, flags, access, cfg, paths)
 
@@ -129,7 +119,9 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         _write_csv(paths.reliance, pd.DataFrame(scan.reliance)),
         _write_csv(paths.run_flags, run_flags),
         _write_csv(paths.flags, flags),
-        write_flags_gpkg(paths.flags_gpkg, farm_table(flags), polygons),
+        write_flags_gpkg(
+            paths.flags_gpkg, farm_table(flags), polygons, read_mapped_relations(paths)
+        ),
         style_path(paths.flags_gpkg),
         write_json(paths.sanity, sanity),
         _write_csv(paths.faithfulness, pd.DataFrame(faith_rows)),

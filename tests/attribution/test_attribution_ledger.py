@@ -5,10 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import geopandas as gpd
 import pytest
 import torch
+from affine import Affine
+from rasterio.crs import CRS
 from shapely.geometry import Point
 
+from pipeline.attribution.layers import read_layer
 from pipeline.attribution.ledger import (
     FARM_COLUMNS,
     INDEX_COLUMNS,
@@ -25,10 +29,18 @@ from pipeline.attribution.ledger import (
 )
 from pipeline.attribution.methods import AttributionResult
 from pipeline.attribution.objects import RegionMass
-from pipeline.attribution.patches import Quota, Quotas, derive_seed, object_layer_paths
+from pipeline.attribution.patches import (
+    Allowance,
+    Quota,
+    Quotas,
+    allot,
+    derive_seed,
+    object_layer_paths,
+)
 from pipeline.attribution.stitch import scene_groups
 from pipeline.attribution.targets import Target
 from pipeline.config.attribute import AttributeConfig
+from pipeline.geo.raster import Grid
 from pipeline.paths import RunPaths
 
 
@@ -163,3 +175,64 @@ def test_safe_names_are_file_names(text: str) -> None:
 
     name = safe_name(text)
     assert name and "/" not in name and ":" not in name and " " not in name
+
+
+def test_allot_takes_the_caps_patch_by_patch_in_order() -> None:
+    cfg = AttributeConfig(
+        methods=("saliency", "kernel_shap"), max_targets={"kernel_shap": 3}, max_quicklooks=2
+    )
+    keys = [
+        [("predicted_mask", ""), ("label_farms", "w1")],
+        [],
+        [("predicted_mask", ""), ("label_farms", "w2"), ("label_farms", "w3")],
+    ]
+    first, empty, last = allot(keys, cfg)
+    assert first.explain == {
+        ("saliency", "predicted_mask", ""),
+        ("kernel_shap", "predicted_mask", ""),
+        ("saliency", "label_farms", "w1"),
+        ("kernel_shap", "label_farms", "w1"),
+    }
+    assert empty.explain == frozenset()
+    # kernel_shap has one target left for the last patch: its first; saliency is uncapped
+    assert {k for k in last.explain if k[0] == "kernel_shap"} == {
+        ("kernel_shap", "predicted_mask", "")
+    }
+    assert {k for k in last.explain if k[0] == "saliency"} == {
+        ("saliency", n, t) for n, t in keys[2]
+    }
+    # quicklooks: two per (method, target kind) over the run, in the same order
+    assert ("saliency", "label_farms", "w2") in last.quicklooks
+    assert ("saliency", "label_farms", "w3") not in last.quicklooks
+    assert ("saliency", "predicted_mask", "") in last.quicklooks
+    assert Allowance().explains(("any", "thing", "")) and Allowance().looks(("a", "b", ""))
+
+
+def test_mapped_farms_are_targets_on_their_own_patch_only(tmp_path) -> None:
+    from shapely.geometry import box
+
+    frame = gpd.GeoDataFrame(
+        {"farm_id": ["m0001", "m0002"], "in_osm": [True, False]},
+        geometry=[box(0, 0, 1, 1), box(0.5, 0.5, 2, 2)],
+        crs=4326,
+    )
+    path = tmp_path / "farms.gpkg"
+    frame.to_file(path, layer="farms", driver="GPKG")
+    layer, reason = read_layer("mapped_farms", path)
+    assert reason == "" and layer is not None
+    assert list(layer.frame["patch_id"]) == ["m0001", "m0002"]
+    grid = Grid(CRS.from_epsg(4326), Affine(0.1, 0, 0, 0, -0.1, 2), 20, 20)  # both farms
+    assert list(layer.for_patch("m0002", grid)["target_id"]) == ["m0002"]
+    assert layer.for_patch("p00001", grid).empty
+    cfg = AttributeConfig(targets=("mapped_farms",))
+    paths = RunPaths(tmp_path, "r")
+    assert object_layer_paths(cfg, paths) == {"mapped_farms": paths.map_farms}
+    # a mapped farm without a patch (map.farm_patches off) is a recorded skip, not a gap
+    from pipeline.attribution.tasks import PatchTask, missing_patches
+
+    tasks = [PatchTask("m0001", paths.map_patch("m0001"), True)]
+    rows = missing_patches({"mapped_farms": layer}, tasks, paths).rows
+    assert [(r["patch_id"], r["target_id"], r["status"]) for r in rows] == [
+        ("m0002", "m0002", "skipped")
+    ]
+    assert "map.farm_patches" in rows[0]["reason"]

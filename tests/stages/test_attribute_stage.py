@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyogrio
+import pytest
 import rasterio
 import torch
 from affine import Affine
@@ -180,3 +182,43 @@ def test_attribute_stage_on_a_tiny_run(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_raster(ks)[0], first)
     # the analyst polygon stays configured: one farm row (kernel_shap x "mine")
     assert pyogrio.read_info(paths.stage_dir("attribute") / "farms.gpkg")["features"] == 1
+
+
+@pytest.mark.slow
+def test_one_and_two_workers_write_the_same(tmp_path: Path) -> None:
+    """Patches as Dask tasks: 1 and 2 workers give the same COG bytes and index rows, with a
+    run-wide cap (allotted before any patch runs) and a sampled method."""
+    built = build_run(tmp_path / "one")
+    shutil.copytree(built.root, RunPaths(tmp_path / "two", "demo").root)
+    overrides = [
+        "attribute.methods=[saliency, kernel_shap]",
+        "attribute.targets=[predicted_mask, patch, predicted_farms]",
+        "attribute.n_superpixels=6",
+        "attribute.shap_samples=16",
+        "attribute.max_targets={kernel_shap: 2}",
+        "attribute.max_quicklooks=1",
+        "attribute.device=cpu",
+        "compute.retries=0",
+    ]
+    runs = {}
+    for name, workers in (("one", 1), ("two", 2)):
+        cfg = load_config(
+            CONFIG, [f"run.data_root={tmp_path / name}", f"compute.workers={workers}", *overrides]
+        )
+        run_stage("attribute", cfg)
+        paths = RunPaths(tmp_path / name, "demo")
+        index = pd.read_csv(paths.attribution_index, keep_default_na=False).drop(columns="seconds")
+        index["reason"] = index.reason.str.replace(str(tmp_path / name), "<root>")
+        cogs = {r: (paths.root / r).read_bytes() for r in index.path if r}
+        pngs = sorted(p.relative_to(paths.root) for p in paths.quicklooks_dir.rglob("*.png"))
+        runs[name] = (index, cogs, pngs)
+    (index1, cogs1, pngs1), (index2, cogs2, pngs2) = runs["one"], runs["two"]
+    pd.testing.assert_frame_equal(index1, index2)
+    shap = index1[index1.method == "kernel_shap"]
+    assert (shap.status == "ok").sum() == 2  # the cap kept the first two targets...
+    assert shap.reason.str.startswith("budget").sum() >= 2  # ...and left the others out
+    first = shap[shap.status == "ok"][["patch_id", "target"]].values.tolist()
+    assert first == [["p00000", "predicted_mask"], ["p00000", "patch"]]
+    assert cogs1.keys() == cogs2.keys() and len(cogs1) >= 6
+    assert all(cogs1[k] == cogs2[k] for k in cogs1)
+    assert pngs1 == pngs2 and len(pngs1) == 2 * 3 - 1  # per (method, kind) explained

@@ -93,3 +93,10 @@ def test_analyst_cues_on_the_grid(tmp_path) -> None:
     path = write_cog(tmp_path / "cue.tif", raster, g, band_names=["cue"], nodata=None)
     assert np.array_equal(analyst_on_grid(path, g), raster[0].astype(bool))
     assert "no CRS" in analyst_on_grid(gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)]), g)
+
+
+def test_a_missing_patch_is_named_from_the_dask_worker(tmp_path) -> None:
+    cfg, paths = build_run(tmp_path, overrides=("compute.workers=1",))
+    paths.image("p1").unlink()
+    with pytest.raises(MissingArtifactError, match=r"patch p1 not found.*make fetch"):
+        audit.run(cfg, paths)
