@@ -29,6 +29,7 @@ from pipeline.stac.fetch import (
     PATCH_ERRORS,
     FetchedPatch,
     PatchFetcher,
+    fetch_cluster,
     fetch_on,
     index_frame,
     item_query,
@@ -37,7 +38,6 @@ from pipeline.stac.fetch import (
     read_plan,
     read_settings,
     summarize,
-    task_threads,
 )
 from pipeline.stac.patch import PatchSpec
 from pipeline.stages.base import StageOutput
@@ -54,14 +54,10 @@ def fetch_all(
         One result per patch, by patch id.
     """
     fc = cfg.fetch
-    cc, read_threads = task_threads(fc, cfg.compute)
-    fetcher = PatchFetcher(
-        fc, read_settings(fc), provider, paths, output_settings(fc), read_threads
-    )
-    done, todo = [], []
-    for spec in specs:
-        reused = fetcher.reused(spec)
-        done.append(reused) if reused is not None else todo.append(spec)
+    fetcher = PatchFetcher(fc, read_settings(fc), provider, paths, output_settings(fc))
+    reuse = {s.patch_id: fetcher.reused(s) for s in specs}
+    done = [p for p in reuse.values() if p is not None]
+    todo = [s for s in specs if reuse[s.patch_id] is None]
     if todo:
         source = open_source(fc, provider)
         footprints = {s.patch_id: s.footprint for s in todo}
@@ -72,8 +68,9 @@ def fetch_all(
         except PATCH_ERRORS as err:  # the one search failed: so did every patch's
             return sorted([*done, *(fetcher.failed(s, err) for s in todo)], key=_pid)
         jobs = [(s, candidates[s.patch_id]) for s in todo]
+        cluster = fetch_cluster(fc, cfg.compute)  # I/O bound: local workers are threads
         with (
-            open_client(cc) as client,
+            open_client(cluster, processes=False) as client,
             Progress("fetch", len(todo), "patches", bar=None if fc.progress else False) as bar,
         ):
             done += fetch_on(

@@ -31,12 +31,15 @@ from support.stac import (
 )
 
 from pipeline.bands import BANDS
+from pipeline.compute import open_client
+from pipeline.config.compute import ComputeConfig
 from pipeline.errors import FetchError
 from pipeline.geo.raster import read_patch, read_raster
 from pipeline.geo.styles import style_path
 from pipeline.stac.candidates import footprint_candidates, portable
 from pipeline.stac.fetch import (
     PatchFetcher,
+    fetch_on,
     item_query,
     open_source,
     output_settings,
@@ -418,7 +421,8 @@ def test_one_search_for_all_patches_same_patches_as_one_search_each(
 ) -> None:
     """Four patches, four items, pages of two: two search requests (one search, two pages),
     not one search per patch; each patch gets the candidates and the bytes it got when it was
-    searched on its own; one and two Dask workers write the same files."""
+    searched on its own; one and two (thread) Dask workers and a worker process write the same
+    files."""
     serve(server, _four_scenes(server))
     west, east = ("p00002", X0, Y0), ("p00003", X0 + 2560, Y0)
     patches = [INNER, EDGE, west, east]
@@ -441,7 +445,7 @@ def test_one_search_for_all_patches_same_patches_as_one_search_each(
     write_plan(alone.plan, patches)
     fc = cfg.fetch
     source = open_source(fc, "earth-search")
-    fetcher = PatchFetcher(fc, read_settings(fc), "earth-search", alone, output_settings(fc), 4)
+    fetcher = PatchFetcher(fc, read_settings(fc), "earth-search", alone, output_settings(fc))
     specs = read_plan(alone.plan)
     server.control(reset=True)
     own = {s.patch_id: source.search(item_query(fc, s.footprint)) for s in specs}
@@ -452,8 +456,11 @@ def test_one_search_for_all_patches_same_patches_as_one_search_each(
     assert {k: [i.id for i in v] for k, v in picked.items()} == {
         k: [i.id for i in v] for k, v in own.items()
     }
-    for spec in specs:
-        assert fetcher.fetch(spec, [portable(i) for i in own[spec.patch_id]]).row["status"] == "ok"
+    # as on an existing cluster: tasks and their arguments sent to a worker process
+    jobs = [(s, [portable(i) for i in own[s.patch_id]]) for s in specs]
+    with open_client(ComputeConfig(workers=1)) as client:
+        done = fetch_on(client, fetcher, jobs, retries=0)
+    assert [p.row["status"] for p in done] == ["ok"] * 4
 
     _, two = run_fetch(tmp_path / "w2", server, patches, compute={"workers": 2}, **kw)
     for pid, *_ in patches:
