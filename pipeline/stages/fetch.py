@@ -90,6 +90,7 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         MissingArtifactError: no plan.
         FetchError: one or more patches failed after retries (raised after all others finish;
             index.gpkg and summary.json list them).
+        ComputeError: the Dask scheduler (``compute.scheduler``) cannot be reached.
     """
     fc = cfg.fetch
     specs = read_plan(paths.plan)
