@@ -228,6 +228,7 @@ def main(
         "load_average_1min": round(os.getloadavg()[0], 2),
         "requests": stats["requests"],
         "requests_per_patch": round(stats["requests"] / n_patches, 2),
+        "search_requests": stats["searches"],
         "bytes_per_patch": round(sent / n_patches),
         "min_bytes_per_patch": round(min_bytes / n_patches),
         "bytes_ratio": round(sent / max(min_bytes, 1), 3),

@@ -134,8 +134,13 @@ def _warm(model: ModelRef, threads: int) -> float:
     return _rss_mb()
 
 
-def _area(world_root: Path, fraction: float) -> Any:
-    """The top ``fraction`` of the scene (EPSG:4326)."""
+def _area(world_root: Path, fraction: float, chunk_m: float) -> Any:
+    """The top ``fraction`` of the scene (EPSG:4326), cut on the nearest chunk-grid line.
+
+    Chunks are anchored at multiples of ``chunk_m`` in the zone's CRS, so a cut between two
+    grid lines would map a whole chunk row for part of its area; cut on a grid line, the
+    area covers whole rows of the chunks it touches, as a large area nearly does.
+    """
     item = next(pystac.Catalog.from_file(str(world_root)).get_items(recursive=True))
     href = item.assets[EARTH_SEARCH_ASSET["B02"]].get_absolute_href()
     import rasterio
@@ -143,7 +148,11 @@ def _area(world_root: Path, fraction: float) -> Any:
     with rasterio.open(href) as src:
         left, bottom, right, top = src.bounds
         epsg = int(src.crs.to_epsg())
-    cut = box(left, top - (top - bottom) * fraction, right, top)
+    y = top - (top - bottom) * fraction
+    lines = np.arange(np.ceil(bottom / chunk_m), np.floor(top / chunk_m) + 1) * chunk_m
+    if fraction < 1.0 and lines.size:
+        y = float(lines[np.argmin(np.abs(lines - y))])
+    cut = box(left, y, right, top)
     return to_epsg(cut, 4326, src=epsg, max_segment_deg=0)
 
 
@@ -231,7 +240,8 @@ def main(data_root: Path | None = None, repeats: int = 2) -> dict[str, Any]:
             cfg = _config(Path(tmp_name), server.url)
             paths = RunPaths(cfg.run.data_root, cfg.run.name)
             _model(paths)
-            whole = _area(world.catalog, 1.0)
+            chunk_m = cfg.map.chunk_px * 10.0
+            whole = _area(world.catalog, 1.0, chunk_m)
             cases = {
                 "w1t1": (1.0, 1, 1),
                 "w2t1": (1.0, 2, 1),
@@ -242,7 +252,7 @@ def main(data_root: Path | None = None, repeats: int = 2) -> dict[str, Any]:
             measured: dict[str, list[dict[str, Any]]] = {k: [] for k in cases}
             for _ in range(repeats):  # interleaved, so a burst of other load hits every case
                 for name, (fraction, workers, threads) in cases.items():
-                    area = _area(world.catalog, fraction)
+                    area = _area(world.catalog, fraction, chunk_m)
                     measured[name].append(_run(cfg, paths, server, area, workers, threads))
             best = {k: _best(v) for k, v in measured.items()}
             runs = {k: best[k] for k in ("w1t1", "w2t1", "w1t2")}

@@ -44,10 +44,14 @@ class FetchConfig(Section):
         min_clear_fraction: A patch needs at least this clear share of its SCL window (snow
             counts as clear; it is reported separately).
         clear_tie: Clear fractions within the same ``clear_tie`` bucket count as a tie.
-        max_items: Most items taken from one search.
+        max_items: Most candidate items of one patch (the one search of all patches asks for
+            up to this many per patch).
         page_size: Items per STAC API page (``limit``).
-        workers: Patches fetched concurrently (threads; GDAL releases the GIL).
-        read_threads: Band reads in flight at once across all patches' windowed reads.
+        workers: Patches fetched at once on a local Dask cluster (``compute:``), as threads
+            spread over its worker processes (fetching is I/O bound; GDAL releases the GIL). On
+            an existing cluster (``compute.scheduler``) as many run as it has threads.
+        read_threads: Band reads in flight at once across the patches of one process (one
+            pool per process, shared by the patch tasks of its Dask workers).
         retries: Retries after a failed request (STAC API and COG reads), with backoff.
         backoff_s: First backoff delay; it doubles per retry (capped at 30 s); a server's
             ``Retry-After`` is honoured when longer.

@@ -1,4 +1,5 @@
-"""One catalog search for the whole area; each chunk then picks its items client-side."""
+"""One catalog search for the whole area; each chunk then picks its items client-side
+(:func:`pipeline.stac.candidates.covering`, shared with the fetch stage)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pystac
-import shapely
-from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.errors import MapError
 from pipeline.mapping.grid import Chunk
 from pipeline.mapping.provenance import Acquisition
+from pipeline.stac.candidates import covering
 from pipeline.stac.source import ItemQuery, ItemSource
 
 
@@ -74,15 +74,9 @@ class Candidates:
 
 def chunk_candidates(chunk: Chunk, table: Sequence[Acquisition]) -> Candidates:
     """Acquisitions with at least one item whose footprint meets the chunk's read grid."""
-    outline = chunk.read_footprint
-    shapely.prepare(outline)
     found: dict[int, tuple[str, ...]] = {}
     for acq in table:
-        ids = tuple(
-            item.id
-            for item in acq.items
-            if item.geometry is not None and outline.intersects(shape(item.geometry))
-        )
+        ids = tuple(item.id for item in covering(acq.items, chunk.read_footprint))
         if ids:
             found[acq.index] = ids
     return Candidates(tuple(sorted(found)), found)

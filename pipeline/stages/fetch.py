@@ -1,10 +1,12 @@
 """fetch stage: plan.gpkg -> one cloud-screened, harmonized 10-band COG (+ SCL) per patch.
 
-For each planned patch, in a thread pool: search candidate items (footprint, dates, cloud
-cover), screen each candidate scene on the patch's SCL window, choose the clearest, read its
-bands into the patch grid, harmonize and write ``paths.image(pid)`` and ``paths.scl(pid)``
-(:meth:`pipeline.stac.fetch.PatchFetcher.fetch`). A patch whose files carry this run's
-``fetch_digest`` tag is reused. Patches that fail after retries are listed in
+A patch whose files carry this run's ``fetch_digest`` tag is reused. The catalog is searched
+once for all other patches (their union and the date window), and each patch takes its
+candidates from that result (:func:`pipeline.stac.candidates.footprint_candidates`). Each
+patch is then one task on the Dask cluster of ``compute:`` (:func:`pipeline.stac.fetch.fetch_on`):
+screen every candidate scene on the patch's SCL window, choose the clearest, read its bands into
+the patch grid (reads on a thread pool), harmonize and write ``paths.image(pid)`` and
+``paths.scl(pid)`` atomically. Patches that fail after retries are listed in
 ``fetch/index.gpkg`` and ``fetch/summary.json``; the stage then raises
 :class:`~pipeline.errors.FetchError` (non-zero exit) after finishing every other patch.
 """
@@ -12,21 +14,25 @@ bands into the patch grid, harmonize and write ``paths.image(pid)`` and ``paths.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from pipeline.compute import open_client
 from pipeline.config import RunConfig
-from pipeline.config.fetch import FetchConfig
 from pipeline.errors import FetchError
 from pipeline.geo.styles import patch_file_style, scl_style, style_path
 from pipeline.geo.vrt import zone_vrts
 from pipeline.io import atomic_path, write_json
 from pipeline.paths import RunPaths
 from pipeline.progress import Progress
-from pipeline.stac.assets import Provider, resolve_provider, signer_for
+from pipeline.stac.assets import Provider, resolve_provider
+from pipeline.stac.candidates import footprint_candidates, portable_all
 from pipeline.stac.fetch import (
+    PATCH_ERRORS,
     FetchedPatch,
     PatchFetcher,
+    fetch_cluster,
+    fetch_on,
     index_frame,
+    item_query,
     open_source,
     output_settings,
     read_plan,
@@ -40,33 +46,41 @@ log = logging.getLogger(__name__)
 
 
 def fetch_all(
-    specs: list[PatchSpec], fc: FetchConfig, paths: RunPaths, provider: Provider
+    specs: list[PatchSpec], cfg: RunConfig, paths: RunPaths, provider: Provider
 ) -> list[FetchedPatch]:
-    """Every patch of ``specs`` through a pool of ``fc.workers`` (reads on ``fc.read_threads``).
+    """Every patch of ``specs``: reused, or searched (once for all) and fetched on Dask.
 
     Returns:
         One result per patch, by patch id.
     """
-    source = open_source(fc, provider)
-    done: list[FetchedPatch] = []
-    with (
-        ThreadPoolExecutor(fc.workers, thread_name_prefix="fetch-patch") as pool,
-        ThreadPoolExecutor(fc.read_threads, thread_name_prefix="fetch-read") as reads,
-        Progress("fetch", len(specs), "patches", bar=None if fc.progress else False) as bar,
-    ):
-        fetcher = PatchFetcher(
-            source,
-            fc,
-            read_settings(fc),
-            signer_for(provider),
-            reads.submit,
-            paths,
-            output_settings(fc),
-        )
-        for fut in as_completed([pool.submit(fetcher.fetch, spec) for spec in specs]):
-            done.append(fut.result())
-            bar.update(1)
-    return sorted(done, key=lambda p: p.row["patch_id"])
+    fc = cfg.fetch
+    fetcher = PatchFetcher(fc, read_settings(fc), provider, paths, output_settings(fc))
+    reuse = {s.patch_id: fetcher.reused(s) for s in specs}
+    done = [p for p in reuse.values() if p is not None]
+    todo = [s for s in specs if reuse[s.patch_id] is None]
+    if todo:
+        source = open_source(fc, provider)
+        footprints = {s.patch_id: s.footprint for s in todo}
+        try:
+            candidates = portable_all(
+                footprint_candidates(source, item_query(fc, todo[0].footprint), footprints)
+            )
+        except PATCH_ERRORS as err:  # the one search failed: so did every patch's
+            return sorted([*done, *(fetcher.failed(s, err) for s in todo)], key=_pid)
+        jobs = [(s, candidates[s.patch_id]) for s in todo]
+        cluster = fetch_cluster(fc, cfg.compute)  # I/O bound: local workers are threads
+        with (
+            open_client(cluster, processes=False) as client,
+            Progress("fetch", len(todo), "patches", bar=None if fc.progress else False) as bar,
+        ):
+            done += fetch_on(
+                client, fetcher, jobs, retries=cfg.compute.retries, on_done=lambda _p: bar.update(1)
+            )
+    return sorted(done, key=_pid)
+
+
+def _pid(patch: FetchedPatch) -> str:
+    return str(patch.row["patch_id"])
 
 
 def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
@@ -76,11 +90,12 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         MissingArtifactError: no plan.
         FetchError: one or more patches failed after retries (raised after all others finish;
             index.gpkg and summary.json list them).
+        ComputeError: the Dask scheduler (``compute.scheduler``) cannot be reached.
     """
     fc = cfg.fetch
     specs = read_plan(paths.plan)
     provider = resolve_provider(fc.provider, fc.catalog)
-    patches = fetch_all(specs, fc, paths, provider)
+    patches = fetch_all(specs, cfg, paths, provider)
     rows = [p.row for p in patches]
     with atomic_path(paths.fetch_index) as tmp:
         index_frame(rows).to_file(tmp, layer="patches", driver="GPKG")

@@ -100,6 +100,9 @@ class ServerState:
             return {
                 "bytes_sent": dict(self.bytes_sent),
                 "requests": len(self.requests),
+                "searches": sum(
+                    1 for r in self.requests if r.split(" ", 1)[-1].startswith("/search")
+                ),
                 "faults_fired": list(self.faults_fired),
             }
 
@@ -474,7 +477,8 @@ class ServerProcess:
         self._call("/_control", payload)
 
     def stats(self) -> dict[str, Any]:
-        """Counters: ``bytes_sent`` per served file, ``requests``, ``faults_fired``."""
+        """Counters: ``bytes_sent`` per served file, ``requests``, ``searches`` (POST or GET
+        ``/search``, pages included), ``faults_fired``."""
         return self._call("/_stats")
 
     def file_url(self, rel: str | Path) -> str:

@@ -31,9 +31,21 @@ from support.stac import (
 )
 
 from pipeline.bands import BANDS
+from pipeline.compute import open_client
+from pipeline.config.compute import ComputeConfig
 from pipeline.errors import FetchError
 from pipeline.geo.raster import read_patch, read_raster
 from pipeline.geo.styles import style_path
+from pipeline.stac.candidates import footprint_candidates, portable
+from pipeline.stac.fetch import (
+    PatchFetcher,
+    fetch_on,
+    item_query,
+    open_source,
+    output_settings,
+    read_plan,
+    read_settings,
+)
 from pipeline.stages import fetch
 from pipeline.testing.stac_server import ServerProcess
 
@@ -50,9 +62,14 @@ def serve(server: ServerProcess, items: list[dict[str, Any]]) -> None:
 
 
 def run_fetch(
-    tmp: Path, server: ServerProcess, patches: list[tuple[str, float, float]], **fetch_cfg: Any
+    tmp: Path,
+    server: ServerProcess,
+    patches: list[tuple[str, float, float]],
+    *,
+    compute: dict[str, Any] | None = None,
+    **fetch_cfg: Any,
 ) -> tuple[Any, Any]:
-    cfg = make_config(tmp, server.url + "/", **fetch_cfg)
+    cfg = make_config(tmp, server.url + "/", compute=compute, **fetch_cfg)
     paths = run_paths(cfg)
     write_plan(paths.plan, patches)
     return fetch.run(cfg, paths), paths
@@ -264,7 +281,7 @@ def test_persistent_failure_is_listed_and_raised_after_the_rest(
     server.control(faults=[{"match": "east_B12.tif", "kind": "500", "times": 1000}])
     west = ("p00002", X0, Y0)  # inside the west item only
     east = ("p00003", X0 + 2560, Y0)  # inside the east item only
-    cfg_kw = {"retries": 1}
+    cfg_kw: dict[str, Any] = {"retries": 1, "compute": {"workers": 2}}
     with pytest.raises(FetchError, match=r"1 of 2 patches failed.*p00003"):
         run_fetch(tmp_path, server, [west, east], **cfg_kw)
     paths = run_paths(make_config(tmp_path, server.url))
@@ -385,3 +402,76 @@ def test_static_catalog_in_demo_layout(tmp_path: Path, cog_root: Path) -> None:
     halved, _, _ = read_patch(paths.image("p00000"))
     assert halved[0].mean() < 0.75 * image[0].mean()  # B02 now comes from the new file
     np.testing.assert_array_equal(halved[1:], image[1:])
+
+
+def _four_scenes(server: ServerProcess) -> list[dict[str, Any]]:
+    """West (July), east (August), a whole clear scene (September), a whole cloudy one (June)."""
+    return [
+        es_item(scene("west"), scene_hrefs(server, "west"), JULY, datatake="w"),
+        es_item(scene("east"), scene_hrefs(server, "east"), "2023-08-01T10:00:00Z", datatake="e"),
+        es_item(scene("plain"), scene_hrefs(server, "plain"), "2023-09-01T10:00:00Z", datatake="p"),
+        es_item(
+            scene("cloudy"), scene_hrefs(server, "cloudy"), "2023-06-15T10:00:00Z", datatake="c"
+        ),
+    ]
+
+
+def test_one_search_for_all_patches_same_patches_as_one_search_each(
+    tmp_path: Path, server: ServerProcess
+) -> None:
+    """Four patches, four items, pages of two: two search requests (one search, two pages),
+    not one search per patch; each patch gets the candidates and the bytes it got when it was
+    searched on its own; one and two (thread) Dask workers and a worker process write the same
+    files."""
+    serve(server, _four_scenes(server))
+    west, east = ("p00002", X0, Y0), ("p00003", X0 + 2560, Y0)
+    patches = [INNER, EDGE, west, east]
+    kw = {"page_size": 2, "target_date": "2023-07-01"}
+    server.control(reset=True)
+    out, paths = run_fetch(tmp_path / "w1", server, patches, **kw)
+    assert server.stats()["searches"] == 2  # 4 items / pages of 2, whatever the patch count
+    assert out.summary["ok"] == 4
+    chosen = {r: read_patch(paths.image(r))[2]["item_id"] for r, *_ in patches}
+    assert chosen == {  # every item but the cloudy one is some patch's choice
+        "p00000": "ES_plain",
+        "p00001": "ES_plain",
+        "p00002": "ES_west",
+        "p00003": "ES_east",
+    }
+
+    # the behaviour before: one search per patch, each patch fetched from its own result
+    cfg = make_config(tmp_path / "alone", server.url + "/", **kw)
+    alone = run_paths(cfg)
+    write_plan(alone.plan, patches)
+    fc = cfg.fetch
+    source = open_source(fc, "earth-search")
+    fetcher = PatchFetcher(fc, read_settings(fc), "earth-search", alone, output_settings(fc))
+    specs = read_plan(alone.plan)
+    server.control(reset=True)
+    own = {s.patch_id: source.search(item_query(fc, s.footprint)) for s in specs}
+    assert server.stats()["searches"] >= len(specs)
+    picked = footprint_candidates(
+        source, item_query(fc, specs[0].footprint), {s.patch_id: s.footprint for s in specs}
+    )
+    assert {k: [i.id for i in v] for k, v in picked.items()} == {
+        k: [i.id for i in v] for k, v in own.items()
+    }
+    # as on an existing cluster: tasks and their arguments sent to a worker process
+    jobs = [(s, [portable(i) for i in own[s.patch_id]]) for s in specs]
+    with open_client(ComputeConfig(workers=1)) as client:
+        done = fetch_on(client, fetcher, jobs, retries=0)
+    assert [p.row["status"] for p in done] == ["ok"] * 4
+
+    _, two = run_fetch(tmp_path / "w2", server, patches, compute={"workers": 2}, **kw)
+    for pid, *_ in patches:
+        for files in (two, alone):
+            assert files.image(pid).read_bytes() == paths.image(pid).read_bytes(), pid
+            assert files.scl(pid).read_bytes() == paths.scl(pid).read_bytes(), pid
+
+
+def test_reused_patches_need_no_search(tmp_path: Path, server: ServerProcess) -> None:
+    serve(server, [es_item(scene("plain"), scene_hrefs(server, "plain"), JULY, datatake="d")])
+    run_fetch(tmp_path, server, [INNER, EDGE])
+    server.control(reset=True)
+    again, _ = run_fetch(tmp_path, server, [INNER, EDGE])
+    assert again.summary["reused"] == 2 and server.stats()["searches"] == 0

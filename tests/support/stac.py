@@ -260,7 +260,11 @@ def write_plan(path: Path, patches: list[tuple[str, float, float]]) -> Path:
     return path
 
 
-def make_config(tmp: Path, catalog: str, **fetch: Any) -> RunConfig:
+def make_config(
+    tmp: Path, catalog: str, *, compute: dict[str, Any] | None = None, **fetch: Any
+) -> RunConfig:
+    """A run config fetching from ``catalog`` (``fetch`` overrides; one local Dask worker
+    unless ``compute`` says otherwise)."""
     base = {
         "catalog": catalog,
         "provider": "earth-search",
@@ -281,6 +285,7 @@ def make_config(tmp: Path, catalog: str, **fetch: Any) -> RunConfig:
             "run": {"name": "t", "data_root": str(tmp / "data")},
             "labels": {"source": "file", "osm_file": "x.osm.pbf"},
             "fetch": base,
+            "compute": compute or {"workers": 1},
         }
     )
 
