@@ -17,8 +17,10 @@ distributed over the players in proportion to their estimated variance (the cons
 least-squares adjustment of Covert & Lee, "Improving KernelSHAP", AISTATS 2021; equal shares
 when every variance is 0), which moves exact-looking players least.
 
-Budget: each permutation costs ``n - 1`` new evaluations (the empty and the full coalition are
-shared through the game's cache), so ``budget`` buys ``(budget - 2) // (2 (n - 1))`` pairs.
+Budget: each permutation costs at most ``n - 1`` new evaluations (the empty and the full
+coalition are shared through the game's cache), so ``budget`` buys at least
+``(budget - 2) // (2 (n - 1))`` pairs; coalitions that repeat (small prefixes, few players) are
+evaluated once, and the budget they leave buys further rounds of pairs.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from pipeline.errors import AttributionError
 
 #: Fewest antithetic pairs a sampled estimate uses (a standard error needs two).
 MIN_PAIRS = 2
+#: Most rounds of pairs drawn to spend budget left over by repeated coalitions.
+MAX_ROUNDS = 8
 
 
 @dataclass(frozen=True)
@@ -124,20 +128,34 @@ def distribute_residual(values: np.ndarray, variance: np.ndarray, total: float) 
     return values + weights * (total - values.sum())
 
 
-def sampled_shapley(game: CoalitionGame, pairs: int, seed: int) -> ShapleyEstimate:
-    """Antithetic permutation estimate from ``pairs`` pairs, all coalitions in one batched pass.
+def sampled_shapley(game: CoalitionGame, budget: int, seed: int) -> ShapleyEstimate:
+    """Antithetic permutation estimate within ``budget`` evaluations.
+
+    Pairs are drawn in rounds, each evaluated in one batched pass: the first round as many as
+    the budget buys, then more while coalitions seen before (cached) leave budget over, for at
+    most :data:`MAX_ROUNDS` rounds.
 
     Raises:
         AttributionError: fewer than :data:`MIN_PAIRS` pairs.
     """
     n = game.n_players
-    orders = paired_permutations(n, pairs, np.random.default_rng(seed))
-    prefixes = game.values(prefix_coalitions(orders).reshape(-1, n)).reshape(len(orders), n + 1)
-    mean, error = pair_mean_and_error(marginal_contributions(orders, prefixes))
-    total = float(prefixes[0, -1] - prefixes[0, 0])
+    rng = np.random.default_rng(seed)
+    orders, prefixes = [], []
+    pairs = affordable_pairs(n, budget)
+    for _ in range(MAX_ROUNDS):
+        if pairs < 1:
+            break
+        drawn = paired_permutations(n, pairs, rng)
+        values = game.values(prefix_coalitions(drawn).reshape(-1, n))
+        orders.append(drawn)
+        prefixes.append(values.reshape(len(drawn), n + 1))
+        pairs = affordable_pairs(n, budget - game.n_evaluations + 2)
+    order, prefix = np.concatenate(orders), np.concatenate(prefixes)
+    mean, error = pair_mean_and_error(marginal_contributions(order, prefix))
+    total = float(prefix[0, -1] - prefix[0, 0])
     values = distribute_residual(mean, error**2, total)
     return ShapleyEstimate(
-        values, error, False, len(orders), game.n_evaluations, total - float(mean.sum())
+        values, error, False, len(order), game.n_evaluations, total - float(mean.sum())
     )
 
 
@@ -165,4 +183,4 @@ def superpixel_shapley(game: CoalitionGame, budget: int, seed: int) -> ShapleyEs
             f"({need} evaluations). Raise attribute.shap_samples to {need} or lower "
             "attribute.n_superpixels"
         )
-    return sampled_shapley(game, pairs, seed)
+    return sampled_shapley(game, budget, seed)

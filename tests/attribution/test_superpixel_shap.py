@@ -86,8 +86,8 @@ def test_exact_enumeration_equals_analytic_shapley() -> None:
 def test_antithetic_pairs_are_exact_for_pairwise_games() -> None:
     model = PolynomialScore(g=0.0)
     game = toy_game(model, 12)
-    est = superpixel_shapley(game, budget=256, seed=1)  # 2^12 > 256: sampled, 11 pairs
-    assert not est.exact and est.permutations == 22
+    est = superpixel_shapley(game, budget=256, seed=1)  # 2^12 > 256: sampled, 11+ pairs
+    assert not est.exact and est.permutations >= 22
     assert est.evaluations <= 256
     expected = analytic_shapley(model, game.x, labels_of(12))
     np.testing.assert_allclose(est.values, expected, rtol=1e-9, atol=1e-9 * abs(expected).max())
@@ -131,7 +131,8 @@ def test_efficiency_and_std_error_through_explain(tiny_model, tiny_input, tmp_pa
     )
     diff = res.score - res.baseline_score
     assert abs(float(res.values.double().sum()) - diff) <= 1e-5 * max(abs(diff), 1.0)
-    assert res.params["estimate"] == "sampled" and res.params["permutations"] == 22
+    assert res.params["estimate"] == "sampled" and res.params["permutations"] >= 22
+    assert res.params["evaluations"] <= 256
     assert res.std_error is not None and res.std_error.shape == (SIDE, SIDE)
     # a superpixel's standard error is spread over its pixels like its value
     per_sp = np.bincount(labels.ravel(), res.std_error.numpy().ravel().astype(np.float64))
@@ -147,7 +148,8 @@ def test_efficiency_and_std_error_through_explain(tiny_model, tiny_input, tmp_pa
         assert src.descriptions == STD_ERROR_BANDS
         t = src.tags()
         se_band = src.read(STD_ERROR_BANDS.index("std_error") + 1)
-    assert t["shapley_estimate"] == "sampled" and t["shapley_permutations"] == "22"
+    assert t["shapley_estimate"] == "sampled"
+    assert t["shapley_permutations"] == str(res.params["permutations"])
     assert t["shapley_samples"] == "256"
     assert float(t["max_std_error"]) == pytest.approx(res.params["max_std_error"])
     assert json.loads(t["method_params"])["estimate"] == "sampled"
