@@ -18,6 +18,10 @@ from pipeline.geo.styles import attribution_style, write_style
 #: Band descriptions of every attribution raster: one per input band, then the reduced map.
 ATTRIBUTION_BANDS: Final[tuple[str, ...]] = (*BANDS, "aggregate")
 
+#: Band descriptions of an attribution raster with a standard error (``superpixel_shap``): the
+#: standard error of the aggregate comes before it, so the aggregate stays the last band.
+STD_ERROR_BANDS: Final[tuple[str, ...]] = (*BANDS, "std_error", "aggregate")
+
 #: Units written into every attribution raster.
 UNITS: Final[str] = (
     "target logit (sum over the target mask, or mean for 'patch') per element "
@@ -32,13 +36,38 @@ def gap_flag(result: AttributionResult, tolerance: float) -> bool | None:
 
 
 def attribution_array(result: AttributionResult, valid: np.ndarray | None = None) -> np.ndarray:
-    """``(C + 1, H, W)`` float32: per-band values then the aggregate; NaN where not ``valid``."""
-    array = np.concatenate([result.values.numpy(), result.aggregate.numpy()[None]]).astype(
-        np.float32
-    )
+    """``(C + 1, H, W)`` float32: per-band values then the aggregate (``(C + 2, H, W)`` with the
+    standard error before the aggregate when the result has one); NaN where not ``valid``."""
+    extra = [] if result.std_error is None else [result.std_error.numpy()[None]]
+    array = np.concatenate([result.values.numpy(), *extra, result.aggregate.numpy()[None]])
+    array = array.astype(np.float32)
     if valid is not None:
         array[:, ~valid] = np.nan
     return array
+
+
+def band_names(n_bands: int, std_error: bool) -> tuple[str, ...]:
+    """Descriptions of an attribution raster's ``n_bands`` bands (generic for other inputs)."""
+    named = STD_ERROR_BANDS if std_error else ATTRIBUTION_BANDS
+    if n_bands == len(named):
+        return named
+    tail = ["std_error", "aggregate"] if std_error else ["aggregate"]
+    return tuple([f"band{i}" for i in range(n_bands - len(tail))] + tail)
+
+
+def std_error_tags(result: AttributionResult) -> dict[str, str]:
+    """Tags of a result with a standard error: how it was estimated and the largest error."""
+    if result.std_error is None:
+        return {}
+    params = result.params
+    return {
+        "std_error_band": "std_error",
+        "shapley_estimate": str(params.get("estimate", "")),
+        "shapley_samples": str(params.get("samples", "")),
+        "shapley_permutations": str(params.get("permutations", "")),
+        "max_std_error": repr(float(params.get("max_std_error", 0.0))),
+        "std_error_units": "standard error of the superpixel value, spread like the aggregate",
+    }
 
 
 def attribution_tags(
@@ -71,6 +100,7 @@ def attribution_tags(
         "model_sha256": model_sha256,
         "stac_item_ids": json.dumps(list(stac_item_ids)),
         "units": UNITS,
+        **std_error_tags(result),
     }
 
 
@@ -85,7 +115,8 @@ def write_attribution(
     """Write ``result`` as a float32 COG on ``grid`` (the input patch's exact grid), and beside
     it the QGIS style of its ``aggregate`` band scaled to its values.
 
-    Bands are :data:`ATTRIBUTION_BANDS`, nodata NaN (pixels outside ``valid``), overviews when
+    Bands are :data:`ATTRIBUTION_BANDS` (:data:`STD_ERROR_BANDS` for results with a standard
+    error), nodata NaN (pixels outside ``valid``), overviews when
     the grid is larger than one block.
 
     Raises:
@@ -97,11 +128,7 @@ def write_attribution(
             f"the patch grid {grid.shape}; explain the patch as read"
         )
     array = attribution_array(result, valid)
-    names = (
-        ATTRIBUTION_BANDS
-        if array.shape[0] == len(ATTRIBUTION_BANDS)
-        else tuple([f"band{i}" for i in range(array.shape[0] - 1)] + ["aggregate"])
-    )
+    names = band_names(array.shape[0], result.std_error is not None)
     write_cog(path, array, grid, band_names=names, nodata=float("nan"), tags=tags)
     signed = METHODS[result.method].signed if result.method in METHODS else True
     write_style(path, attribution_style(array[-1], signed=signed, band=array.shape[0]))

@@ -125,6 +125,11 @@ class Quota:
         self.limit = limit
         self.used: Counter[Hashable] = Counter()
 
+    def left(self, key: Hashable) -> bool:
+        """Whether ``key`` has uses left."""
+        limit = self.limit(key)
+        return limit is None or self.used[key] < limit
+
     def take(self, key: Hashable) -> bool:
         """Count one use of ``key``; ``False`` (nothing counted) when its limit is reached."""
         limit = self.limit(key)
@@ -411,7 +416,8 @@ def explain_patch(
 ) -> PatchRecords:
     """Explain every target of ``patch`` with every configured method.
 
-    The superpixel methods share one SLIC segmentation of the patch.
+    The superpixel methods share one SLIC segmentation of the patch (none is computed once
+    their ``max_targets`` are spent).
 
     Args:
         patch: The patch.
@@ -426,7 +432,7 @@ def explain_patch(
     targets, skips = patch_targets(patch, job)
     parts = [skip_records(skips)]
     superpixels = None
-    if superpixel_methods(job.cfg.methods):
+    if any(quotas.targets.left(m) for m in superpixel_methods(job.cfg.methods)):
         superpixels = slic_superpixels(patch.x, job.cfg.n_superpixels, job.cfg.slic_compactness)
     for item in targets:
         parts.append(PatchRecords(agreement=agreement(job.paths, patch.patch_id, item.target)))

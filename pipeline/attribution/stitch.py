@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.attribution.export import ATTRIBUTION_BANDS
+from pipeline.attribution.export import ATTRIBUTION_BANDS, STD_ERROR_BANDS
 from pipeline.attribution.methods import METHODS
 from pipeline.errors import GeoMismatchError
 from pipeline.geo.raster import Grid, read_raster, union_grid, write_cog
@@ -105,6 +105,11 @@ def scene_groups(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], lis
     return dict(sorted(groups.items()))
 
 
+def mosaic_bands(n_bands: int) -> tuple[str, ...]:
+    """Band names of a mosaic of ``n_bands`` (standard errors are blended like the values)."""
+    return STD_ERROR_BANDS if n_bands == len(STD_ERROR_BANDS) else ATTRIBUTION_BANDS
+
+
 def by_crs(files: Sequence[Path]) -> dict[str, list[tuple[np.ndarray, Grid]]]:
     """Read rasters and group them by CRS (``EPSG:32633`` style keys), in file order."""
     out: dict[str, list[tuple[np.ndarray, Grid]]] = {}
@@ -144,7 +149,12 @@ def stitch_scenes(
             dest = paths.attribution_scene(method, target, safe_name(crs.replace(":", "")))
             tags = {"method": method, "target": target, "patches": len(items), "blend": "hann"}
             write_cog(
-                dest, mosaic, out, band_names=ATTRIBUTION_BANDS, nodata=float("nan"), tags=tags
+                dest,
+                mosaic,
+                out,
+                band_names=mosaic_bands(len(mosaic)),
+                nodata=float("nan"),
+                tags=tags,
             )
             signed = METHODS[method].signed if method in METHODS else True
             style = attribution_style(mosaic[-1], signed=signed, band=mosaic.shape[0])

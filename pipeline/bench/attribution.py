@@ -4,7 +4,9 @@ For one 256 x 256 patch and the demo architecture (resnet18, depth 4, decoder 64
 random weights), every method is timed end to end through :func:`explain` and compared with
 its floor: the same number of batched model passes at the best batch size (forward+backward
 for gradient methods, forward only for perturbation methods). The goal is at most 15 % over
-the floor. Integrated Gradients also runs at 200 steps to show it fits in memory.
+the floor. Integrated Gradients also runs at 200 steps to show it fits in memory. Superpixel
+SHAP's accuracy per budget against exact Shapley values is :mod:`pipeline.bench.shap_accuracy`'s
+(``BENCH_SHAP_PLAYERS=8,10,12`` limits its superpixel counts: 16 cost 65,536 passes).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 from pipeline.attribution.methods import explain
 from pipeline.attribution.targets import Target, TargetForward
+from pipeline.bench import shap_accuracy
 from pipeline.config.attribute import AttributeConfig
 from pipeline.model.io import Arch, build_unet
 
@@ -114,6 +117,7 @@ def main() -> dict[str, Any]:
             lambda p: p["permutations"] * (p["n_superpixels"] + 1),
             False,
         ),
+        ("superpixel_shap", fwd_cfg, lambda p: p["evaluations"], False),
         ("occlusion", fwd_cfg, lambda p: (math.ceil((SIZE - 64) / 32) + 1) ** 2, False),
         ("lshapley", fwd_cfg, lambda p: p["evaluations"], False),
     ]
@@ -164,4 +168,7 @@ def main() -> dict[str, Any]:
             else None
         ),
     }
+    # accuracy per budget against exact Shapley values (pipeline/bench/shap_accuracy.py)
+    players = (8, 10) if quick else shap_accuracy.players_from_env((8, 10, 12, 14, 16))
+    results["shap_accuracy"] = shap_accuracy.main(players, seeds=1 if quick else 3)
     return results

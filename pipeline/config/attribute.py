@@ -18,6 +18,7 @@ MethodName = Literal[
     "smoothgrad",
     "kernel_shap",
     "shapley_sampling",
+    "superpixel_shap",
     "band_shapley",
     "occlusion",
     "gradcam",
@@ -60,7 +61,8 @@ class AttributeConfig(Section):
         gap_tolerance: Completeness gap flagged above this share of ``|f(x) - f(x')|``.
         n_superpixels: SLIC segment count for superpixel SHAP and L-Shapley.
         slic_compactness: SLIC compactness on the standardized bands.
-        shap_samples: Model-evaluation budget of KernelShap / ShapleyValueSampling.
+        shap_samples: Model-evaluation budget of KernelShap / ShapleyValueSampling /
+            superpixel_shap (which enumerates all coalitions when ``2^n_superpixels`` fits).
         batch_size: Internal batch for IG steps and every perturbation method.
         smoothgrad_samples: Noisy samples of SmoothGrad.
         smoothgrad_stdev: Noise standard deviation (normalized units) of SmoothGrad.
