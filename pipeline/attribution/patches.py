@@ -432,7 +432,9 @@ def explain_patch(
     targets, skips = patch_targets(patch, job)
     parts = [skip_records(skips)]
     superpixels = None
-    if any(quotas.targets.left(m) for m in superpixel_methods(job.cfg.methods)):
+    sp_methods = superpixel_methods(job.cfg.methods)
+    needs = [(m, t.target.name, t.target.target_id) for m in sp_methods for t in targets]
+    if any(allowance.explains(key) for key in needs):
         superpixels = slic_superpixels(patch.x, job.cfg.n_superpixels, job.cfg.slic_compactness)
     for item in targets:
         parts.append(PatchRecords(agreement=agreement(job.paths, patch.patch_id, item.target)))
