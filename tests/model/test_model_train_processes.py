@@ -31,10 +31,11 @@ REPO = Path(__file__).resolve().parents[2]
 TRAIN = [*TINY_TRAIN, "train.loss=bce", "train.accelerator=cpu", "train.epochs=2"]
 #: Largest differences allowed between the one- and two-process models after 4 steps: in
 #: probability on validation patches, and relative (L2) in the weights. Measured: 1.1e-3 and
-#: 1.5e-5 (sums in another float order; AdamW turns rounding in a near-zero gradient element
-#: into an lr-sized step). Without synchronized batch norm: 0.72 and 9.7e-2.
-PROB_TOLERANCE = 5e-3
-WEIGHT_TOLERANCE = 1e-4
+#: 1.5e-5 on one machine, 8.0e-3 and 8.6e-5 on another (the same every run: sums in another
+#: float order; AdamW turns rounding in a near-zero gradient element into an lr-sized step).
+#: Without synchronized batch norm: 0.72 and 9.7e-2, so the tolerances still catch that.
+PROB_TOLERANCE = 3e-2
+WEIGHT_TOLERANCE = 5e-4
 
 
 def train_in_subprocess(
