@@ -21,6 +21,7 @@ from support.world import (
     CLOUDY,
     SNOWFREE,
     assert_rows_of,
+    label_error_config,
     read_band,
     small_config,
 )
@@ -46,26 +47,9 @@ OCT_CLEAR = "S2A_18SVG_20151024_0_L2A"
 JANUARY = ["2016-01-02", "2016-01-09", "2016-01-12"]
 
 
-def changed_config(root: Path, *extra: str) -> RunConfig:
-    """configs/demo.yaml (twin, history, label errors on) on a 5 x 5 km crop with 8 farms."""
-    return load_config(
-        "configs/demo.yaml",
-        [
-            f"run.data_root={root}",
-            "world.crop=[200,200,500,500]",
-            "world.n_farms=8",
-            "world.farm_area_ha=[2,12]",
-            "world.unmapped_farms=2",
-            "world.ghost_labels=2",
-            "world.shifted_labels=1",
-            *extra,
-        ],
-    )
-
-
 @pytest.fixture(scope="module")
 def changed(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, Path]:
-    cfg = changed_config(tmp_path_factory.mktemp("changed"))
+    cfg = label_error_config(tmp_path_factory.mktemp("changed"))
     return cfg, build_world(cfg)
 
 
@@ -86,7 +70,7 @@ def _full_pixels(geom, grid) -> tuple[tuple[slice, slice], np.ndarray]:
 
 def test_changes_leave_the_planting_and_the_january_pixels_alone(changed, tmp_path) -> None:
     _, path = changed
-    plain = build_world(changed_config(tmp_path, *CHANGES_OFF))
+    plain = build_world(label_error_config(tmp_path, *CHANGES_OFF))
     for item in (CLEAR, CLOUDY):
         for name in (*BANDS, "SCL"):
             a, b = read_band(path, item, name), read_band(plain, item, name)

@@ -17,13 +17,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import RunConfig, load_config
+from pipeline.config import RunConfig
 from pipeline.demo import build_world, load_truth
 from pipeline.demo.truth import Truth
 from pipeline.manifest import Manifest
 from pipeline.mapping.farms import farm_frame
 from pipeline.paths import RunPaths
 from pipeline.stages import run_stage
+from support.world import label_error_config
 
 FARM_PROB, DISTRACTOR_PROB = 0.85, 0.55
 
@@ -33,23 +34,6 @@ class TriageWorld:
     cfg: RunConfig
     paths: RunPaths
     truth: Truth
-
-
-def world_config(root: Path, *extra: str) -> RunConfig:
-    """configs/demo.yaml on a 3 x 3 km crop with 8 farms and every kind of label error."""
-    return load_config(
-        "configs/demo.yaml",
-        [
-            f"run.data_root={root}",
-            "world.crop=[200,200,500,500]",
-            "world.n_farms=8",
-            "world.farm_area_ha=[2,12]",
-            "world.unmapped_farms=2",
-            "world.ghost_labels=2",
-            "world.shifted_labels=1",
-            *extra,
-        ],
-    )
 
 
 def stub_manifest(paths: RunPaths, stage: str) -> None:
@@ -129,7 +113,7 @@ def write_predicted(paths: RunPaths, truth: Truth) -> gpd.GeoDataFrame:
 
 def build_triage_world(root: Path) -> TriageWorld:
     """The world, its labels (labels stage) and a stub predict manifest."""
-    cfg = world_config(root)
+    cfg = label_error_config(root)
     world = build_world(cfg)
     run_stage("labels", cfg)
     paths = RunPaths(cfg.run.data_root, cfg.run.name)
@@ -147,7 +131,7 @@ def fresh_run(world: TriageWorld, name: str) -> tuple[RunConfig, RunPaths]:
     """A new run of the same world holding a copy of its labels and a stub predict manifest."""
     import shutil
 
-    cfg = world_config(world.cfg.run.data_root, f"run.name={name}")
+    cfg = label_error_config(world.cfg.run.data_root, f"run.name={name}")
     paths = RunPaths(cfg.run.data_root, name)
     shutil.rmtree(paths.root, ignore_errors=True)
     shutil.copytree(world.paths.stage_dir("labels"), paths.stage_dir("labels"))

@@ -45,6 +45,24 @@ def small_config(root: Path, *extra: str) -> RunConfig:
     )
 
 
+def label_error_config(root: Path, *extra: str) -> RunConfig:
+    """configs/demo.yaml (twin, history, label errors on) on a 3 x 3 km crop with 8 farms and
+    every kind of label error."""
+    return load_config(
+        "configs/demo.yaml",
+        [
+            f"run.data_root={root}",
+            "world.crop=[200,200,500,500]",
+            "world.n_farms=8",
+            "world.farm_area_ha=[2,12]",
+            "world.unmapped_farms=2",
+            "world.ghost_labels=2",
+            "world.shifted_labels=1",
+            *extra,
+        ],
+    )
+
+
 def item_dir(world: Path, item: str) -> Path:
     return world / "stac" / "sentinel-2-l2a" / item
 
