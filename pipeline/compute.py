@@ -105,11 +105,15 @@ def run_tasks(
     what: str,
     unit: str,
     retries: int,
+    on_error: Callable[[int, BaseException], Any] | None = None,
+    bar: bool | None = None,
 ) -> list[Any]:
     """``[fn(*args) for args in calls]`` as Dask tasks on ``client``, with progress as they end.
 
     Results come back in the order of ``calls`` whatever order the tasks finish in. A task
-    that raises is retried ``retries`` times; then its exception is raised here.
+    that raises (or is lost with its workers) is retried ``retries`` times; then its
+    exception is raised here, or, with ``on_error``, ``on_error(index, exception)`` is its
+    result and the other tasks go on.
 
     Args:
         client: A ``distributed.Client``.
@@ -118,6 +122,8 @@ def run_tasks(
         what: The progress line's label.
         unit: What one task is (``patches``).
         retries: Retries of a failing task.
+        on_error: Turns a failed task into its result instead of raising.
+        bar: The progress bar (``None``: when stderr is a terminal).
     """
     from distributed import as_completed
 
@@ -129,8 +135,13 @@ def run_tasks(
     ]
     position = {f.key: i for i, f in enumerate(futures)}
     results: list[Any] = [None] * len(futures)
-    with Progress(what, len(futures), unit) as progress:
+    with Progress(what, len(futures), unit, bar=bar) as progress:
         for fut in as_completed(futures):
-            results[position[fut.key]] = fut.result()
+            i = position[fut.key]
+            if fut.status == "finished" or on_error is None:
+                results[i] = fut.result()
+            else:
+                err = fut.exception() if fut.status == "error" else None
+                results[i] = on_error(i, err or RuntimeError(f"Dask task {fut.status}"))
             progress.update()
     return results

@@ -17,8 +17,7 @@ import hashlib
 import logging
 import math
 import threading
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from rasterio.errors import RasterioError
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.bands import BANDS
-from pipeline.compute import worker_count
+from pipeline.compute import run_tasks, worker_count
 from pipeline.config.compute import ComputeConfig
 from pipeline.config.fetch import RUNTIME_FIELDS, FetchConfig
 from pipeline.errors import MissingArtifactError, PipelineError
@@ -180,33 +179,24 @@ def fetch_on(
     jobs: Sequence[tuple[PatchSpec, list[dict[str, Any]]]],
     *,
     retries: int,
-    on_done: Callable[[FetchedPatch], None] = lambda _p: None,
+    bar: bool | None = None,
 ) -> list[FetchedPatch]:
-    """Every ``(patch, candidate item dicts)`` of ``jobs`` as one Dask task on ``client``.
+    """Every ``(patch, candidate item dicts)`` of ``jobs`` as one Dask task on ``client``
+    (:func:`pipeline.compute.run_tasks`), in the order of ``jobs``.
 
     A task that raises (it should not) or is lost with its workers after ``retries`` retries
     becomes a failed row, like any patch error; the others go on.
     """
-    from distributed import as_completed
-
-    token = uuid.uuid4().hex[:8]
-    futures = {
-        client.submit(
-            fetcher.fetch, spec, docs, key=f"fetch-{spec.patch_id}-{token}", retries=retries
-        ): spec
-        for spec, docs in jobs
-    }
-    done = []
-    for fut in as_completed(list(futures)):
-        spec = futures.pop(fut)
-        if fut.status == "finished":
-            patch: FetchedPatch = fut.result()
-        else:
-            err = fut.exception() if fut.status == "error" else None
-            patch = fetcher.failed(spec, err or RuntimeError(f"Dask task {fut.status}"))
-        done.append(patch)
-        on_done(patch)
-    return done
+    return run_tasks(
+        client,
+        fetcher.fetch,
+        jobs,
+        what="fetch",
+        unit="patches",
+        retries=retries,
+        on_error=lambda i, err: fetcher.failed(jobs[i][0], err),
+        bar=bar,
+    )
 
 
 def read_settings(fc: FetchConfig) -> ReadSettings:

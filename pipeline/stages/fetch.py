@@ -22,7 +22,6 @@ from pipeline.geo.styles import patch_file_style, scl_style, style_path
 from pipeline.geo.vrt import zone_vrts
 from pipeline.io import atomic_path, write_json
 from pipeline.paths import RunPaths
-from pipeline.progress import Progress
 from pipeline.stac.assets import Provider, resolve_provider
 from pipeline.stac.candidates import footprint_candidates, portable_all
 from pipeline.stac.fetch import (
@@ -69,13 +68,9 @@ def fetch_all(
             return sorted([*done, *(fetcher.failed(s, err) for s in todo)], key=_pid)
         jobs = [(s, candidates[s.patch_id]) for s in todo]
         cluster = fetch_cluster(fc, cfg.compute)  # I/O bound: local workers are threads
-        with (
-            open_client(cluster, processes=False) as client,
-            Progress("fetch", len(todo), "patches", bar=None if fc.progress else False) as bar,
-        ):
-            done += fetch_on(
-                client, fetcher, jobs, retries=cfg.compute.retries, on_done=lambda _p: bar.update(1)
-            )
+        with open_client(cluster, processes=False) as client:
+            bar = None if fc.progress else False
+            done += fetch_on(client, fetcher, jobs, retries=cfg.compute.retries, bar=bar)
     return sorted(done, key=_pid)
 
 
