@@ -347,12 +347,14 @@ class _WeightedLeastSquares:
 
     def fit(self, train_data: DataLoader, **kwargs: Any) -> dict[str, float]:
         xs, ys, ws = zip(*[(b[0], b[1], b[2]) for b in train_data], strict=True)
-        a = torch.cat(xs).double().reshape(-1, xs[0].shape[-1])
-        y = torch.cat(ys).double().reshape(-1, 1)
-        w = torch.cat(ws).double().reshape(-1, 1).sqrt()
+        # A small system solved on the CPU (gelsd has no CUDA kernel; captum hands the
+        # coalitions and weights over on the CPU and the model outputs on the model's device).
+        a = torch.cat([v.cpu() for v in xs]).double().reshape(-1, xs[0].shape[-1])
+        y = torch.cat([v.cpu() for v in ys]).double().reshape(-1, 1)
+        w = torch.cat([v.cpu() for v in ws]).double().reshape(-1, 1).sqrt()
         design = torch.cat([a, torch.ones_like(y)], dim=1)
         solution = torch.linalg.lstsq(design * w, y * w, driver="gelsd").solution
-        self.weight = solution[:-1, 0][None].float()
+        self.weight = solution[:-1, 0][None].float().to(ys[0].device)
         return {}
 
     def representation(self) -> torch.Tensor:

