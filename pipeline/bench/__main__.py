@@ -1,4 +1,4 @@
-"""``python -m pipeline.bench [fetch|model|attribution|all]``: run benchmarks, save JSON.
+"""``python -m pipeline.bench [NAME|all]``: run the benchmarks of BENCHES, save JSON.
 
 Each benchmark module exposes ``main() -> dict``; results go to ``data/bench/<name>.json``
 with the machine's description, so figures from different runs can be compared as ratios.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipeline.io import write_json
 
-BENCHES = ("fetch", "model", "attribution", "map")
+BENCHES = ("fetch", "model", "attribution", "map", "map_scene")
 
 
 def machine() -> dict[str, object]:

