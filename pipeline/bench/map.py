@@ -118,15 +118,16 @@ def _config(tmp: Path, url: str) -> RunConfig:
     )
 
 
-def _model(paths: RunPaths) -> None:
-    """The demo architecture, random weights, output bias -20: it maps no farm, so the polygon
-    step does not vary with what a random network happens to see in each part of the scene."""
+def save_no_farm_model(path: Path) -> None:
+    """The demo architecture, random weights, output bias -20 (probabilities ~2e-9): it maps
+    no farm, so the polygon step does not vary with what a random network happens to see in
+    each part of the scene; the network's cost does not depend on its weights."""
     torch.manual_seed(0)
     model = build_unet(DEMO_ARCH)
     with torch.no_grad():
         model.segmentation_head[0].bias.fill_(-20.0)
     meta = ModelMeta(BANDS, tuple([1500.0] * 10), tuple([800.0] * 10), DEMO_ARCH, threshold=0.5)
-    save_model(paths.model, model, meta)
+    save_model(path, model, meta)
 
 
 def _rss_mb() -> float:
@@ -252,7 +253,7 @@ def main(data_root: Path | None = None, repeats: int = 2) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="bench-map-") as tmp_name:
             cfg = _config(Path(tmp_name), server.url)
             paths = RunPaths(cfg.run.data_root, cfg.run.name)
-            _model(paths)
+            save_no_farm_model(paths.model)
             chunk_m = cfg.map.chunk_px * 10.0
             whole = _area(world.catalog, 1.0, chunk_m)
             cases = {

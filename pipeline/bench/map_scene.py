@@ -36,6 +36,7 @@ from scipy import ndimage
 from shapely.geometry import shape
 
 from pipeline.bands import BANDS, NATIVE_GSD
+from pipeline.bench.map import save_no_farm_model
 from pipeline.compute import open_client
 from pipeline.config import RunConfig
 from pipeline.config.compute import ComputeConfig
@@ -45,7 +46,7 @@ from pipeline.geo.raster import Grid
 from pipeline.mapping.chunks import ModelRef, predictor
 from pipeline.mapping.region import map_region
 from pipeline.mapping.search import search_area
-from pipeline.model.io import Arch, ModelMeta, build_unet, load_model, save_model
+from pipeline.model.io import load_model
 from pipeline.paths import RunPaths
 from pipeline.stac.assets import signer_for
 from pipeline.stac.source import StaticCatalogSource
@@ -56,7 +57,6 @@ TILE_ORIGIN = (399960.0, 4200000.0)
 SIDE = 10980
 #: The default side without a GPU (168 km², a few minutes on 2 cores).
 SIDE_CPU = 4096
-DEMO_ARCH = Arch("resnet18", 4, (64, 32, 16, 8))
 
 
 def smooth_band(rng: np.random.Generator, side: int, level: float) -> np.ndarray:
@@ -109,16 +109,6 @@ def _config(root: Path, catalog: Path, device: str) -> RunConfig:
     )
 
 
-def _model(paths: RunPaths) -> None:
-    """The demo architecture with an output bias of -20: probabilities ~2e-9, no farm."""
-    torch.manual_seed(0)
-    model = build_unet(DEMO_ARCH)
-    with torch.no_grad():
-        model.segmentation_head[0].bias.fill_(-20.0)
-    meta = ModelMeta(BANDS, tuple([1500.0] * 10), tuple([800.0] * 10), DEMO_ARCH, threshold=0.5)
-    save_model(paths.model, model, meta)
-
-
 def _warm(model: ModelRef, device: str, threads: int, batch: int) -> None:
     """Import torch, load the model onto the device and run it once, in a worker."""
     predictor(model, device, threads, batch)(np.ones((1, len(BANDS), 256, 256), np.uint16))
@@ -137,7 +127,7 @@ def main(side: int | None = None, workers: int | None = None) -> dict[str, Any]:
         write_s = time.perf_counter() - start
         cfg = _config(root, catalog, "cuda" if cuda else "cpu")
         paths = RunPaths(cfg.run.data_root, cfg.run.name)
-        _model(paths)
+        save_no_farm_model(paths.model)
         area = shape(footprint_lonlat(scene_grids(side)[10])).buffer(-1e-4)
         request = request_for(cfg, paths, area, loader=load_model)
         request = replace(request, settings=replace(request.settings, threads=threads))
