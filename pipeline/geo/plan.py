@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -452,6 +452,56 @@ def hard_negative_patches(
 
 
 @dataclass(frozen=True)
+class MapNegatives:
+    """Hard negatives on an earlier map's non-farms (``labels.hard_negatives``).
+
+    Attributes:
+        points: ``(lon, lat)`` centres, weakest evidence first.
+        limit: At most this many patches.
+        keep: ``keep(epsg, x, y)``: whether a patch centred on projected ``(x, y)`` may be
+            planned (its split block lies in an allowed split).
+    """
+
+    points: Sequence[tuple[float, float]]
+    limit: int
+    keep: Callable[[int, float, float], bool]
+
+
+def map_negative_patches(
+    extra: MapNegatives, zones: _Zones, params: PlanParams, positives: Sequence[PlannedPatch]
+) -> tuple[list[PlannedPatch], dict[str, int]]:
+    """Negatives centred on ``extra.points``, each inside its split block, refused near a farm,
+    on a positive patch (it would join that patch's split group), in a block ``extra.keep``
+    refuses, or on a corner already planned.
+
+    Returns:
+        ``(patches, refusals by reason)``.
+    """
+    refused = {"near_farm": 0, "on_positive": 0, "split": 0, "duplicate": 0}
+    out: list[PlannedPatch] = []
+    seen: set[tuple[int, float, float]] = set()
+    half = params.extent / 2
+    for lon, lat in extra.points:
+        if len(out) >= extra.limit:
+            break
+        p = centred(lon, lat, params)
+        x0, y0 = clamp_to_block(p.x0, p.y0, params)
+        p = PlannedPatch(p.epsg, x0, y0, "negative", hard=True)
+        if (p.epsg, p.x0, p.y0) in seen:
+            refused["duplicate"] += 1
+        elif zones.near_farm(p, params):
+            refused["near_farm"] += 1
+        elif any(_overlap_share(p, q, params) > 0 for q in positives):
+            refused["on_positive"] += 1
+        elif not extra.keep(p.epsg, p.x0 + half, p.y0 - half):
+            refused["split"] += 1
+        else:
+            seen.add((p.epsg, p.x0, p.y0))
+            out.append(p)
+    return out, refused
+
+
+@dataclass(frozen=True)
 class Plan:
     """A patch plan and its numbers.
 
@@ -471,6 +521,7 @@ def plan_patches(
     seed: int,
     hard_points: Sequence[tuple[float, float]] = (),
     max_hard: int = 0,
+    map_negatives: MapNegatives | None = None,
 ) -> Plan:
     """Plan positive, random negative and hard negative patches.
 
@@ -481,6 +532,9 @@ def plan_patches(
         seed: Seed of the one random generator.
         hard_points: ``(lon, lat)`` centres of hard negatives.
         max_hard: At most this many hard negatives.
+        map_negatives: Hard negatives on an earlier map's non-farms
+            (:func:`map_negative_patches`), planned last, so every other patch and its id
+            is as without them.
 
     Returns:
         The plan; ``patch_id`` runs ``p00000``, ``p00001``, ... positives first.
@@ -501,7 +555,12 @@ def plan_patches(
     hard, refused = hard_negative_patches(hard_points, zones, params, max_hard)
     wanted = round(params.negatives_per_positive * len(positives))
     negatives, draws = negative_patches(wanted, zones, params, rng, hard)
-    patches = [*positives, *hard, *negatives]
+    from_map, map_refused = (
+        map_negative_patches(map_negatives, zones, params, positives)
+        if map_negatives is not None
+        else ([], {})
+    )
+    patches = [*positives, *hard, *negatives, *from_map]
     gdf = plan_frame(
         plan_row(f"p{k:05d}", p, params, zones.farm_ids(p, params)) for k, p in enumerate(patches)
     )
@@ -518,6 +577,9 @@ def plan_patches(
         "farms_inside_one_block": aligned,
         "farms_across_blocks": len(farms) - aligned,
     }
+    if map_negatives is not None:
+        counts["map_hard_negatives"] = len(from_map)
+        counts.update({f"map_hard_negatives_refused_{k}": v for k, v in map_refused.items()})
     return Plan(gdf, counts)
 
 
