@@ -75,10 +75,12 @@ class HardNegativesConfig(Section):
     A candidate of the review file (a mapped farm with no OSM farm) is a hard negative when
     its evidence says it is no farm: a confirmed spurious cue, attribution mostly outside it
     (``focus`` below ``max_focus``), or a score below ``max_score``. Each becomes one patch
-    centred on it, kept inside its split block, refused near a labelled farm, on a positive
-    patch or in a block whose split is not in ``splits``. These patches come after every
-    other patch of the plan, which stays as it was, so the validation and test tiles of a
-    retraining are those of the earlier run.
+    centred on it and kept inside its split block. A patch that shows labelled farms carries
+    them in its mask and joins their split group (as the tiles stage groups patches); it is
+    refused when it would join two groups (moving one of them to another split) or end up in
+    a split not in ``splits``. These patches come after every other patch of the plan, which
+    stays as it was with the same splits, so the validation and test tiles of a retraining are
+    those of the earlier run.
 
     Attributes:
         review: The earlier run's ``triage/review.gpkg``.

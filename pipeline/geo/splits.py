@@ -143,16 +143,12 @@ def assign_splits(
     return SplitAssignment(blocks, splits, groups)
 
 
-def split_filter(
-    block_size_m: float,
-    fractions: tuple[float, float, float],
-    seed: int,
-    splits: Sequence[Split],
-) -> Callable[[int, float, float], bool]:
-    """``keep(epsg, x, y)``: True when the block holding ``(x, y)`` falls in one of ``splits``."""
-    allowed = frozenset(splits)
+def block_splitter(
+    block_size_m: float, fractions: tuple[float, float, float], seed: int
+) -> Callable[[int, float, float], Split]:
+    """``split_at(epsg, x, y)``: :func:`split_of` with these blocks, shares and seed."""
 
-    def keep(epsg: int, x: float, y: float) -> bool:
-        return split_of(epsg, x, y, block_size_m, fractions, seed) in allowed
+    def split_at(epsg: int, x: float, y: float) -> Split:
+        return split_of(epsg, x, y, block_size_m, fractions, seed)
 
-    return keep
+    return split_at

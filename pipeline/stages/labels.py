@@ -25,7 +25,7 @@ from pipeline.config.labels import LabelsConfig
 from pipeline.errors import LabelsError
 from pipeline.geo.aoi import aoi_from_bbox, aoi_from_file
 from pipeline.geo.plan import MapNegatives, PlanParams, plan_patches, read_hard_points
-from pipeline.geo.splits import split_filter
+from pipeline.geo.splits import block_splitter
 from pipeline.io import atomic_path
 from pipeline.osm.geometry import FarmRules, build_farms
 from pipeline.osm.source import read_solar_features
@@ -76,14 +76,15 @@ def map_negatives(lc: LabelsConfig) -> tuple[MapNegatives | None, dict[str, obje
         return None, {}
     review = read_review(hc.review, "labels.hard_negatives.review")
     objects = hard_negative_objects(review, hc)
-    keep = split_filter(hc.block_size_m, hc.split_fractions, hc.split_seed, hc.splits)
+    split_at = block_splitter(hc.block_size_m, hc.split_fractions, hc.split_seed)
     info = {
         "review": str(hc.review),
         "review_sha256": review.sha256,
         "objects": len(objects),
         "objects_by_reason": dict(Counter(w.split(" ")[0] for w in objects["why"])),
     }
-    return MapNegatives(object_points(objects), hc.max_patches, keep), info
+    points = object_points(objects)
+    return MapNegatives(points, hc.max_patches, split_at, frozenset(hc.splits)), info
 
 
 def rejected_summary(rejected: gpd.GeoDataFrame) -> dict[str, object]:
