@@ -162,7 +162,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
                 f"| {seed} | {name} | {num(r['test_iou'])} | {m['objects']} | {m['on_farm']} | "
                 f"{num(m['precision'])} | {num(m['recall'])} | "
                 f"{m['unmapped_found']} of {m['unmapped']} | {ignored or '–'} | "
-                f"{r.get('map_hard_negatives') or '–'} |"
+                f"{'–' if r.get('map_hard_negatives') is None else r['map_hard_negatives']} |"
             )
     for when, name in (("before", "baseline"), ("after", "retrained")):
         s = summary[when]
