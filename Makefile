@@ -16,7 +16,7 @@ STAGES := labels fetch tiles train map predict attribute audit triage report
 
 .DEFAULT_GOAL := help
 .PHONY: help venv world $(STAGES) demo all test test-fast lint format bench \
-        shortcut-experiment browser clean-run status
+        shortcut-experiment noisy-labels-experiment browser clean-run status
 
 help: ## List targets (RUN=<name> picks configs/<name>.yaml; default demo)
 	@echo "usage: make <target> [RUN=<name>] [ARGS='--set section.key=value']"
@@ -109,6 +109,9 @@ bench: $(VENV) ## Benchmarks (fetch, train/infer, attribution, map); results in 
 
 shortcut-experiment: $(VENV) ## Train confounded and clean models (3 seeds each, configs/shortcut*.yaml) and audit them
 	$(PY) -m pipeline.experiments.shortcut $(ARGS)
+
+noisy-labels-experiment: $(VENV) ## Baseline vs retraining with the ignore mask and hard negatives from its triage (3 seeds, demo world)
+	$(PY) -m pipeline.experiments.noisy_labels $(ARGS)
 
 status: $(VENV) ## Each stage of RUN: done, stale (what changed) or missing
 	@$(CLI) status --config $(CONFIG) $(ARGS)

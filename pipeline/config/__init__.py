@@ -185,8 +185,15 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
 
 
 def config_digest(cfg: RunConfig, sections: Iterable[str]) -> str:
-    """SHA-256 over the named sections (and the seed): what a stage's outputs depend on."""
-    payload = {name: cfg.model_dump(mode="json")[name] for name in sorted(set(sections))}
+    """SHA-256 over the named sections (and the seed): what a stage's outputs depend on.
+
+    Keys a section declares ``digest_optional`` count only once set
+    (:meth:`~pipeline.config.base.Section.digest_values`).
+    """
+    payload: dict[str, Any] = {}
+    for name in sorted(set(sections)):
+        section = getattr(cfg, name)
+        payload[name] = section.digest_values() if isinstance(section, Section) else section
     payload["seed"] = cfg.run.seed
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()

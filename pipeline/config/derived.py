@@ -8,6 +8,9 @@ Applied to the merged values before validation (:class:`~pipeline.config.RunConf
   under ``run.data_root``.
 - ``labels.block_size_m`` defaults to ``tiles.block_size_m``: the plan keeps patches inside the
   blocks the splits are drawn by. Set it only to differ (``null`` places patches freely).
+- ``labels.hard_negatives`` (when set) takes ``split_fractions``, ``split_seed`` and
+  ``block_size_m`` from ``tiles`` (``split_seed`` falling back to ``run.seed``), so it keeps its
+  patches in the blocks the tiles stage will call training blocks.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.config.feedback import review_shorthand
 from pipeline.config.run import RunSection
-from pipeline.config.tiles import DEFAULT_BLOCK_SIZE_M
+from pipeline.config.tiles import DEFAULT_BLOCK_SIZE_M, TilesConfig
 from pipeline.paths import WorldPaths
 
 
@@ -76,6 +80,28 @@ def with_shared_block_size(data: dict[str, Any]) -> dict[str, Any]:
     return _with_default(data, "labels", "block_size_m", block)
 
 
+def with_hard_negative_splits(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``labels.hard_negatives``' split settings from ``tiles`` and ``run.seed``."""
+    labels = data.get("labels")
+    hard = _field(labels, "hard_negatives")
+    if not isinstance(labels, Mapping) or hard is None:
+        return data
+    hard = review_shorthand(hard)
+    if not isinstance(hard, Mapping):
+        return data
+    tiles, run = data.get("tiles"), data.get("run")
+    seed = _field(tiles, "split_seed")
+    shared = {
+        "split_fractions": _field(
+            tiles, "split_fractions", TilesConfig.model_fields["split_fractions"].default
+        ),
+        "split_seed": _field(run, "seed", 0) if seed is None else seed,
+        "block_size_m": _field(tiles, "block_size_m", DEFAULT_BLOCK_SIZE_M),
+    }
+    filled = {**shared, **hard}
+    return {**data, "labels": {**labels, "hard_negatives": filled}}
+
+
 def derive_defaults(data: dict[str, Any]) -> dict[str, Any]:
     """The raw config values with every derived default filled in (see the module docstring)."""
-    return with_shared_block_size(with_world_paths(data))
+    return with_hard_negative_splits(with_shared_block_size(with_world_paths(data)))

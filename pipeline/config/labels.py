@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from pipeline.config.base import Section
+from pipeline.config.feedback import HardNegativesConfig
 from pipeline.config.tiles import DEFAULT_BLOCK_SIZE_M
 
 
@@ -53,7 +54,13 @@ class LabelsConfig(Section):
             ``predict/false_positives.gpkg``, or roads/water/roof samples) whose features become
             extra negative patches centred on them (kept ``negative_buffer_m`` from farms).
         max_hard_negatives: At most this many hard negatives are planned.
+        hard_negatives: Negative patches on the mapped objects an earlier run's label triage
+            judges not to be farms, in training blocks only
+            (:class:`~pipeline.config.feedback.HardNegativesConfig`; the review file's path
+            alone will do; its split settings follow ``tiles``). ``None`` (default): none.
     """
+
+    digest_optional: ClassVar[frozenset[str]] = frozenset({"hard_negatives"})
 
     source: Literal["file", "overpass"] = "file"
     osm_file: Path | None = None
@@ -78,6 +85,7 @@ class LabelsConfig(Section):
     block_size_m: float | None = Field(default=DEFAULT_BLOCK_SIZE_M, gt=0)
     hard_negatives_file: Path | None = None
     max_hard_negatives: int = Field(default=100, ge=0)
+    hard_negatives: HardNegativesConfig | None = None
 
     @model_validator(mode="after")
     def _source_complete(self) -> LabelsConfig:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from pipeline.config.base import Section
 from pipeline.config.encoders import encoder_problem
+from pipeline.config.feedback import IgnoreLabelsConfig
 
 
 class TrainConfig(Section):
@@ -95,7 +96,12 @@ class TrainConfig(Section):
         threshold: Probability threshold exported with the model; ``auto`` is the one that
             maximizes pixel IoU on the validation split.
         log_every_n_steps: Logging interval in optimizer steps.
+        ignore_labels: Leave suspect labels and strong candidates of an earlier run's label
+            triage out of the loss (:class:`~pipeline.config.feedback.IgnoreLabelsConfig`;
+            the review file's path alone will do). ``None`` (default): every label counts.
     """
+
+    digest_optional: ClassVar[frozenset[str]] = frozenset({"ignore_labels"})
 
     encoder: str = "resnet34"
     encoder_weights: Path | None = None
@@ -125,6 +131,7 @@ class TrainConfig(Section):
     early_stopping_patience: int = Field(default=10, ge=1)
     threshold: float | Literal["auto"] = "auto"
     log_every_n_steps: int = Field(default=10, ge=1)
+    ignore_labels: IgnoreLabelsConfig | None = None
 
     @field_validator("encoder")
     @classmethod

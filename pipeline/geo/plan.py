@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from shapely.geometry.base import BaseGeometry
 
 from pipeline.errors import LabelsError
 from pipeline.geo.crs import to_epsg, transformer, utm_epsg
+from pipeline.geo.splits import group_patches
 
 PLAN_COLUMNS = (
     "patch_id",
@@ -452,6 +453,113 @@ def hard_negative_patches(
 
 
 @dataclass(frozen=True)
+class MapNegatives:
+    """Hard negatives on an earlier map's non-farms (``labels.hard_negatives``).
+
+    Attributes:
+        points: ``(lon, lat)`` centres, weakest evidence first.
+        limit: At most this many patches.
+        split_at: ``split_at(epsg, x, y)``: the split of the block holding projected ``(x, y)``
+            (:func:`pipeline.geo.splits.split_of` with the tiles stage's blocks and seed).
+        allowed: Splits a hard negative may end up in.
+    """
+
+    points: Sequence[tuple[float, float]]
+    limit: int
+    split_at: Callable[[int, float, float], str]
+    allowed: frozenset[str]
+
+
+@dataclass
+class _Groups:
+    """The planned patches' split groups as the tiles stage will form them (shared pixels or a
+    shared farm, :func:`pipeline.geo.splits.group_patches`) with each group's split."""
+
+    footprints: list[BaseGeometry]
+    group: list[int]
+    split: dict[int, str]
+    by_farm: dict[str, int]
+
+    @classmethod
+    def of(
+        cls,
+        planned: Sequence[PlannedPatch],
+        farms: Sequence[Sequence[str]],
+        params: PlanParams,
+        split_at: Callable[[int, float, float], str],
+    ) -> _Groups:
+        footprints = [footprint_lonlat(p, params) for p in planned]
+        group = group_patches(footprints, farms)
+        half = params.extent / 2
+        split = {
+            g: split_at(planned[g].epsg, planned[g].x0 + half, planned[g].y0 - half)
+            for g in set(group)
+        }
+        by_farm = {fid: g for ids, g in zip(farms, group, strict=True) for fid in ids}
+        return cls(footprints, group, split, by_farm)
+
+    def touched(self, fp: BaseGeometry, farm_ids: Sequence[str]) -> set[int]:
+        """Groups a patch of footprint ``fp`` showing ``farm_ids`` would join."""
+        hits = {
+            g
+            for other, g in zip(self.footprints, self.group, strict=True)
+            if fp.intersects(other) and fp.intersection(other).area > 1e-9 * fp.area
+        }
+        return hits | {self.by_farm[f] for f in farm_ids if f in self.by_farm}
+
+    def add(self, fp: BaseGeometry, farm_ids: Sequence[str], group: int, split: str) -> None:
+        self.footprints.append(fp)
+        self.group.append(group)
+        self.split.setdefault(group, split)
+        for fid in farm_ids:
+            self.by_farm.setdefault(fid, group)
+
+
+def map_negative_patches(
+    extra: MapNegatives, zones: _Zones, params: PlanParams, planned: Sequence[PlannedPatch]
+) -> tuple[list[PlannedPatch], dict[str, int]]:
+    """Negatives centred on ``extra.points``, each inside its split block, that join the split
+    group of at most one planned patch group and land in an allowed split.
+
+    A patch may show labelled farms (the tiles stage draws them into its mask); it then joins
+    their group. One that would join two groups (and so move one of them to another split) is
+    refused, so every planned patch keeps the split it has without these negatives.
+
+    Returns:
+        ``(patches, refusals by reason: duplicate, bridges_groups, split)``.
+    """
+    refused = {"duplicate": 0, "bridges_groups": 0, "split": 0}
+    farms = [zones.farm_ids(p, params) for p in planned]
+    groups = _Groups.of(planned, farms, params, extra.split_at)
+    corners = {(p.epsg, p.x0, p.y0) for p in planned}
+    out: list[PlannedPatch] = []
+    half = params.extent / 2
+    for lon, lat in extra.points:
+        if len(out) >= extra.limit:
+            break
+        p = centred(lon, lat, params)
+        x0, y0 = clamp_to_block(p.x0, p.y0, params)
+        p = PlannedPatch(p.epsg, x0, y0, "negative", hard=True)
+        if (p.epsg, p.x0, p.y0) in corners:
+            refused["duplicate"] += 1
+            continue
+        fp, ids = footprint_lonlat(p, params), zones.farm_ids(p, params)
+        touched = groups.touched(fp, ids)
+        if len(touched) > 1:
+            refused["bridges_groups"] += 1
+            continue
+        group = touched.pop() if touched else len(planned) + len(out)
+        split = groups.split.get(group) or extra.split_at(p.epsg, p.x0 + half, p.y0 - half)
+        if split not in extra.allowed:
+            refused["split"] += 1
+            continue
+        groups.add(fp, ids, group, split)
+        corners.add((p.epsg, p.x0, p.y0))
+        out.append(p)
+    return out, refused
+
+
+@dataclass(frozen=True)
 class Plan:
     """A patch plan and its numbers.
 
@@ -471,6 +579,7 @@ def plan_patches(
     seed: int,
     hard_points: Sequence[tuple[float, float]] = (),
     max_hard: int = 0,
+    map_negatives: MapNegatives | None = None,
 ) -> Plan:
     """Plan positive, random negative and hard negative patches.
 
@@ -481,6 +590,9 @@ def plan_patches(
         seed: Seed of the one random generator.
         hard_points: ``(lon, lat)`` centres of hard negatives.
         max_hard: At most this many hard negatives.
+        map_negatives: Hard negatives on an earlier map's non-farms
+            (:func:`map_negative_patches`), planned last, so every other patch and its id
+            is as without them.
 
     Returns:
         The plan; ``patch_id`` runs ``p00000``, ``p00001``, ... positives first.
@@ -501,7 +613,12 @@ def plan_patches(
     hard, refused = hard_negative_patches(hard_points, zones, params, max_hard)
     wanted = round(params.negatives_per_positive * len(positives))
     negatives, draws = negative_patches(wanted, zones, params, rng, hard)
-    patches = [*positives, *hard, *negatives]
+    from_map, map_refused = (
+        map_negative_patches(map_negatives, zones, params, [*positives, *hard, *negatives])
+        if map_negatives is not None
+        else ([], {})
+    )
+    patches = [*positives, *hard, *negatives, *from_map]
     gdf = plan_frame(
         plan_row(f"p{k:05d}", p, params, zones.farm_ids(p, params)) for k, p in enumerate(patches)
     )
@@ -518,6 +635,9 @@ def plan_patches(
         "farms_inside_one_block": aligned,
         "farms_across_blocks": len(farms) - aligned,
     }
+    if map_negatives is not None:
+        counts["map_hard_negatives"] = len(from_map)
+        counts.update({f"map_hard_negatives_refused_{k}": v for k, v in map_refused.items()})
     return Plan(gdf, counts)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple, Protocol
 
 import shapely
@@ -35,6 +35,18 @@ def block_split(block: str, fractions: tuple[float, float, float], seed: int) ->
         if u < edge:
             return split
     return SPLITS[-1]
+
+
+def split_of(
+    epsg: int,
+    x: float,
+    y: float,
+    block_size_m: float,
+    fractions: tuple[float, float, float],
+    seed: int,
+) -> Split:
+    """Split of the block holding projected point ``(x, y)`` (a patch alone in its group)."""
+    return block_split(block_id(epsg, x, y, block_size_m), fractions, seed)
 
 
 def group_patches(
@@ -129,3 +141,14 @@ def assign_splits(
     groups = group_patches([p.footprint for p in patches], [p.farm_ids for p in patches])
     splits = [block_split(blocks[g], fractions, seed) for g in groups]
     return SplitAssignment(blocks, splits, groups)
+
+
+def block_splitter(
+    block_size_m: float, fractions: tuple[float, float, float], seed: int
+) -> Callable[[int, float, float], Split]:
+    """``split_at(epsg, x, y)``: :func:`split_of` with these blocks, shares and seed."""
+
+    def split_at(epsg: int, x: float, y: float) -> Split:
+        return split_of(epsg, x, y, block_size_m, fractions, seed)
+
+    return split_at

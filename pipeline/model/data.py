@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import lightning as L
 import numpy as np
@@ -27,6 +27,7 @@ from pipeline.bands import BANDS
 from pipeline.config import TrainConfig
 from pipeline.errors import ConfigError, ModelError
 from pipeline.geo.raster import read_raster
+from pipeline.model.ignore import apply_ignore
 from pipeline.model.records import (
     SPLIT_NAMES,
     BandStats,
@@ -93,6 +94,8 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         augment: Apply a random dihedral transform (jointly to image and mask).
         crop_size: Random crop side, or ``None`` for whole tiles.
         preload: Read every tile into memory once (uint16, as stored).
+        ignore: Per patch id, bool ``(H, W)`` pixels to ignore: the mask holds
+            :data:`~pipeline.model.ignore.IGNORE_VALUE` there (``train.ignore_labels``).
     """
 
     def __init__(
@@ -103,8 +106,10 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         augment: bool = False,
         crop_size: int | None = None,
         preload: bool = False,
+        ignore: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         self.records = list(records)
+        self.ignore = dict(ignore or {})
         self.mean = torch.tensor(stats.mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(stats.std, dtype=torch.float32).view(-1, 1, 1)
         self.augment = augment
@@ -134,6 +139,7 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         )
         x = (torch.from_numpy(image.astype(np.float32)) - self.mean) / self.std
         y = torch.from_numpy((mask > 0).astype(np.float32))
+        y = apply_ignore(y, self.ignore.get(self.records[index].patch_id))
         if self.crop_size is not None and self.crop_size > min(x.shape[-2:]):
             raise ModelError(
                 f"train.crop_size {self.crop_size} exceeds tile {self.records[index].image} "
@@ -287,6 +293,9 @@ class TilesDataModule(L.LightningDataModule):
         stats: Training-split band statistics.
         cfg: The ``train`` config section (batch size, crops, oversampling, workers, preload).
         seed: The run seed (sample order, augmentations, loader generators).
+        ignore: Per patch id, pixels left out of the training and validation loss and of the
+            validation threshold (:mod:`pipeline.model.ignore`); the un-augmented evaluation
+            loaders (:meth:`eval_dataloader` of train and test) count every pixel.
 
     Under DDP (a trainer with ``world_size`` W attached) the training loader takes this rank's
     share of the epoch in batches of ``batch_size / W``; validation and test loaders serve the
@@ -294,9 +303,15 @@ class TilesDataModule(L.LightningDataModule):
     """
 
     def __init__(
-        self, records: Sequence[TileRecord], stats: BandStats, cfg: TrainConfig, seed: int
+        self,
+        records: Sequence[TileRecord],
+        stats: BandStats,
+        cfg: TrainConfig,
+        seed: int,
+        ignore: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         super().__init__()
+        self.ignore = dict(ignore or {})
         self.records = {s: [r for r in records if r.split == s] for s in SPLIT_NAMES}
         self.stats = stats
         self.cfg = cfg
@@ -320,13 +335,18 @@ class TilesDataModule(L.LightningDataModule):
             augment=True,
             crop_size=self.cfg.crop_size,
             preload=preload,
+            ignore=self.ignore,
         )
-        for split in ("val", "test"):
-            self.datasets[split] = TileDataset(self.records[split], self.stats, preload=preload)
-        # the training tiles without augmentation, for per-split metrics after the fit
-        self.datasets["train_eval"] = TileDataset(self.records["train"], self.stats)
-        if preload:
-            self.datasets["train_eval"]._cache = self.datasets["train"]._cache
+        self.datasets["val"] = TileDataset(
+            self.records["val"], self.stats, preload=preload, ignore=self.ignore
+        )
+        self.datasets["test"] = TileDataset(self.records["test"], self.stats, preload=preload)
+        # the training tiles without augmentation, and both splits without ignored pixels, for
+        # the per-split metrics after the fit
+        for split in ("train", "val"):
+            self.datasets[f"{split}_eval"] = TileDataset(self.records[split], self.stats)
+            if preload:
+                self.datasets[f"{split}_eval"]._cache = self.datasets[split]._cache
 
     def _loader(
         self, split: str, *, sampler: Sampler[Draw] | None = None, batch_size: int | None = None
@@ -384,5 +404,6 @@ class TilesDataModule(L.LightningDataModule):
         return self._loader("test")
 
     def eval_dataloader(self, split: str) -> DataLoader:
-        """Un-augmented whole tiles of ``split`` (``train`` included), in index order."""
-        return self._loader("train_eval" if split == "train" else split)
+        """Un-augmented whole tiles of ``split`` (``train`` included), in index order, with
+        every pixel labelled (no ignore mask)."""
+        return self._loader(split if split == "test" else f"{split}_eval")

@@ -146,7 +146,7 @@ def restored_torch_flags() -> Iterator[None]:
 def fit_key(cfg: TrainConfig, data_digest: str, seed: int) -> str:
     """Digest of what a checkpoint depends on: train config, training data, seed."""
     blob = json.dumps(
-        {"train": cfg.model_dump(mode="json"), "data": data_digest, "seed": seed}, sort_keys=True
+        {"train": cfg.digest_values(), "data": data_digest, "seed": seed}, sort_keys=True
     ).encode()
     return hashlib.sha256(blob).hexdigest()
 
@@ -414,14 +414,16 @@ def fit_model(
 
 
 def loader_probabilities(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> Any:
-    """Yield ``(prob (B, H, W) float32, truth (B, H, W) bool)`` numpy pairs for a loader."""
+    """Yield ``(prob, truth, valid)`` numpy arrays ``(B, H, W)`` for a loader: float32
+    probabilities, bool labels, bool labelled pixels (False where ignored)."""
     model = model.to(device).eval()
     cuda = device.type == "cuda"
     for x, y in loader:
         x = x.to(device)
         with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=cuda):
             prob = torch.sigmoid(model(x).float())[:, 0].cpu().numpy()
-        yield prob, y[:, 0].numpy() > 0.5
+        target = y[:, 0].numpy()
+        yield prob, target > 0.5, target >= 0
 
 
 def sweep_loader(
@@ -429,18 +431,18 @@ def sweep_loader(
 ) -> ThresholdSweep:
     """Probability histograms of one split (for the validation-optimal threshold)."""
     sweep = ThresholdSweep()
-    for prob, truth in loader_probabilities(model, loader, device):
-        sweep.update(prob, truth)
+    for prob, truth, valid in loader_probabilities(model, loader, device):
+        sweep.update(prob, truth, valid)
     return sweep
 
 
 def counts_loader(
     model: torch.nn.Module, loader: DataLoader, device: torch.device, threshold: float
 ) -> PixelCounts:
-    """Pixel confusion counts of one split at ``threshold``."""
+    """Pixel confusion counts of one split at ``threshold`` (ignored pixels left out)."""
     total = PixelCounts()
-    for prob, truth in loader_probabilities(model, loader, device):
-        total = total.add(pixel_counts(prob >= threshold, truth))
+    for prob, truth, valid in loader_probabilities(model, loader, device):
+        total = total.add(pixel_counts(prob >= threshold, truth, valid))
     return total
 
 

@@ -33,6 +33,7 @@ from torchmetrics.classification import (
 
 from pipeline.config import TrainConfig
 from pipeline.errors import ModelError
+from pipeline.model.ignore import IGNORE_VALUE, valid_pixels
 from pipeline.model.io import Arch, build_unet
 
 log = logging.getLogger(__name__)
@@ -59,13 +60,15 @@ def arch_from_config(cfg: TrainConfig, in_channels: int) -> Arch:
 
 
 def split_metrics(prefix: str) -> MetricCollection:
-    """IoU, F1, precision and recall of the positive class at probability 0.5."""
+    """IoU, F1, precision and recall of the positive class at probability 0.5 (ignored pixels,
+    :data:`~pipeline.model.ignore.IGNORE_VALUE`, left out)."""
+    ignore = int(IGNORE_VALUE)
     return MetricCollection(
         {
-            "iou": BinaryJaccardIndex(),
-            "f1": BinaryF1Score(),
-            "precision": BinaryPrecision(),
-            "recall": BinaryRecall(),
+            "iou": BinaryJaccardIndex(ignore_index=ignore),
+            "f1": BinaryF1Score(ignore_index=ignore),
+            "precision": BinaryPrecision(ignore_index=ignore),
+            "recall": BinaryRecall(ignore_index=ignore),
         },
         prefix=prefix,
     )
@@ -101,7 +104,13 @@ def sum_over_processes(tensor: torch.Tensor) -> torch.Tensor:
     return _SumOverProcesses.apply(tensor)  # type: ignore[no-any-return]
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, *, global_batch: bool) -> torch.Tensor:
+def dice_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    global_batch: bool,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Soft Dice loss ``1 - 2 sum(p t) / (sum(p) + sum(t))`` over the whole batch.
 
     Sums run over every pixel of the batch, as in smp's binary ``DiceLoss``; with
@@ -112,8 +121,11 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, *, global_batch: bool)
         logits: ``(B, 1, H, W)`` float32 logits.
         target: ``(B, 1, H, W)`` 0/1 floats.
         global_batch: Reduce the sums over the default process group.
+        valid: ``(B, 1, H, W)`` 0/1 floats: pixels that count (``None``: all).
     """
     prob = F.logsigmoid(logits).exp()
+    if valid is not None:
+        prob, target = prob * valid, target * valid
     sums = torch.stack([(prob * target).sum(), prob.sum(), target.sum()])
     if global_batch:
         sums = sum_over_processes(sums)
@@ -138,11 +150,32 @@ class SegLoss(nn.Module):
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor, *, global_batch: bool = False
     ) -> torch.Tensor:
+        """The loss; pixels whose target is :data:`~pipeline.model.ignore.IGNORE_VALUE` (any
+        negative value) count in neither term, so their gradient is zero. BCE is then the mean
+        over the other pixels (0 when every pixel is ignored)."""
+        if bool((target < 0).any()):
+            return self._masked(logits.float(), target.float(), global_batch)
         loss = logits.new_zeros((), dtype=torch.float32)
         if self.bce_weight:
             loss = loss + self.bce_weight * self.bce(logits.float(), target)
         if self.dice_weight:
             dice = dice_loss(logits.float(), target.float(), global_batch=global_batch)
+            loss = loss + self.dice_weight * dice
+        return loss
+
+    def _masked(
+        self, logits: torch.Tensor, target: torch.Tensor, global_batch: bool
+    ) -> torch.Tensor:
+        valid = valid_pixels(target).to(logits.dtype)
+        labels = target.clamp_min(0.0)
+        loss = logits.new_zeros(())
+        if self.bce_weight:
+            pixels = F.binary_cross_entropy_with_logits(
+                logits, labels, weight=valid, reduction="sum"
+            )
+            loss = loss + self.bce_weight * pixels / valid.sum().clamp_min(1.0)
+        if self.dice_weight:
+            dice = dice_loss(logits, labels, global_batch=global_batch, valid=valid)
             loss = loss + self.dice_weight * dice
         return loss
 

@@ -11,6 +11,7 @@ together, so a failure leaves the previous outputs untouched.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -23,12 +24,14 @@ from pipeline.config import RunConfig
 from pipeline.config.labels import LabelsConfig
 from pipeline.errors import LabelsError
 from pipeline.geo.aoi import aoi_from_bbox, aoi_from_file
-from pipeline.geo.plan import PlanParams, plan_patches, read_hard_points
+from pipeline.geo.plan import MapNegatives, PlanParams, plan_patches, read_hard_points
+from pipeline.geo.splits import block_splitter
 from pipeline.io import atomic_path
 from pipeline.osm.geometry import FarmRules, build_farms
 from pipeline.osm.source import read_solar_features
 from pipeline.paths import RunPaths
 from pipeline.stages.base import StageOutput
+from pipeline.triage.feedback import hard_negative_objects, object_points, read_review
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,24 @@ def plan_params(lc: LabelsConfig) -> PlanParams:
         max_negative_overlap=lc.negative_max_overlap,
         block_m=lc.block_size_m,
     )
+
+
+def map_negatives(lc: LabelsConfig) -> tuple[MapNegatives | None, dict[str, object]]:
+    """``labels.hard_negatives``: the earlier triage's non-farms as plan input, and a summary."""
+    hc = lc.hard_negatives
+    if hc is None:
+        return None, {}
+    review = read_review(hc.review, "labels.hard_negatives.review")
+    objects = hard_negative_objects(review, hc)
+    split_at = block_splitter(hc.block_size_m, hc.split_fractions, hc.split_seed)
+    info = {
+        "review": str(hc.review),
+        "review_sha256": review.sha256,
+        "objects": len(objects),
+        "objects_by_reason": dict(Counter(w.split(" ")[0] for w in objects["why"])),
+    }
+    points = object_points(objects)
+    return MapNegatives(points, hc.max_patches, split_at, frozenset(hc.splits)), info
 
 
 def rejected_summary(rejected: gpd.GeoDataFrame) -> dict[str, object]:
@@ -106,6 +127,7 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
     if aoi is None:
         aoi = box(*result.farms.total_bounds)
         info["aoi_from"] = "farm bounds"
+    from_map, from_map_info = map_negatives(lc)
     plan = plan_patches(
         result.farms,
         aoi,
@@ -113,6 +135,7 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         cfg.run.seed,
         read_hard_points(lc.hard_negatives_file),
         lc.max_hard_negatives,
+        from_map,
     )
     if plan.counts["negatives_shortfall"]:
         log.warning(
@@ -136,6 +159,7 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         **{f"farms_{k}" if k in ("features",) else k: v for k, v in result.counts.items()},
         **rejected_summary(result.rejected),
         "plan": plan.counts,
+        **({"hard_negatives_from_map": from_map_info} if from_map_info else {}),
     }
     log.info(
         "labels: %d farms, %d rejected, %d positive + %d negative patches",

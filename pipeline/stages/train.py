@@ -11,11 +11,21 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
+
+import numpy as np
 
 from pipeline.bands import BANDS
 from pipeline.config import RunConfig
+from pipeline.config.feedback import IgnoreLabelsConfig
 from pipeline.manifest import manifest_digest
-from pipeline.model.data import SPLIT_NAMES, TilesDataModule, read_band_stats, read_tiles_index
+from pipeline.model.data import (
+    SPLIT_NAMES,
+    TileRecord,
+    TilesDataModule,
+    read_band_stats,
+    read_tiles_index,
+)
 from pipeline.model.fit import (
     choose_threshold,
     counts_loader,
@@ -23,13 +33,29 @@ from pipeline.model.fit import (
     fit_model,
     mark_complete,
 )
+from pipeline.model.ignore import ignore_masks, ignore_summary
 from pipeline.model.io import ModelMeta, save_model
 from pipeline.model.module import SegmentationModule, load_encoder_weights
 from pipeline.model.window import resolve_device
 from pipeline.paths import RunPaths
 from pipeline.stages.base import StageOutput
+from pipeline.triage.feedback import ignore_regions, read_review
 
 log = logging.getLogger(__name__)
+
+
+def ignored_pixels(
+    cfg: IgnoreLabelsConfig | None, records: list[TileRecord]
+) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
+    """Per patch id, the pixels ``train.ignore_labels`` leaves out, and their summary."""
+    if cfg is None:
+        return {}, None
+    review = read_review(cfg.review, "train.ignore_labels.review")
+    regions = ignore_regions(review, cfg)
+    masks = ignore_masks(records, regions)
+    info = ignore_summary(cfg, review.sha256, regions, masks, records)
+    log.info("ignore mask: %s", info)
+    return masks, info
 
 
 def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
@@ -38,7 +64,8 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
     records = read_tiles_index(paths.tiles_index, paths.root)
     stats = read_band_stats(paths.band_stats)
     data_digest = manifest_digest(paths.manifest("tiles"))
-    datamodule = TilesDataModule(records, stats, tcfg, seed)
+    ignore, ignore_info = ignored_pixels(tcfg.ignore_labels, records)
+    datamodule = TilesDataModule(records, stats, tcfg, seed, ignore)
     module = SegmentationModule.from_config(tcfg, in_channels=len(BANDS), seed=seed)
     weights_info = None
     if tcfg.encoder_weights is not None and tcfg.encoder_weights_bands is not None:
@@ -62,7 +89,7 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
     device = resolve_device("auto" if tcfg.accelerator in ("auto", "gpu", "cuda") else "cpu")
     net = result.module.net
     threshold, val_iou_at_threshold = choose_threshold(
-        tcfg.threshold, net, datamodule.eval_dataloader("val"), device
+        tcfg.threshold, net, datamodule.val_dataloader(), device
     )
     metrics = {}
     for split in SPLIT_NAMES:
@@ -116,5 +143,6 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         "seed": seed,
         "best_checkpoint": paths.relative(result.best_path) if result.best_path else None,
         "encoder_weights": weights_info,
+        **({"ignore_labels": ignore_info} if ignore_info else {}),
     }
     return StageOutput(outputs=[paths.model, paths.checkpoints, paths.train_logs], summary=summary)

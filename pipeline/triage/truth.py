@@ -100,3 +100,79 @@ def score_triage(
         shifted=len(shifted_ids),
         suspects=len(suspects),
     )
+
+
+#: A mapped object lies on a farm when planted farms cover at least this share of it; a planted
+#: farm is found when mapped objects cover at least this share of it.
+ON_FARM_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class MapScore:
+    """A wall-to-wall map's objects against the planted farms standing in January.
+
+    Attributes:
+        objects: Mapped objects.
+        on_farm: Objects that lie on a planted farm (:data:`ON_FARM_SHARE`).
+        precision: ``on_farm / objects`` (``None`` without objects).
+        farms: Planted farms (unmapped ones included; ghost labels are no farms).
+        found: Farms the objects cover by at least :data:`ON_FARM_SHARE`.
+        recall: ``found / farms``.
+        unmapped: Planted farms missing from OSM.
+        unmapped_found: Those found.
+        unmapped_found_ids: Their farm ids.
+        unmapped_train: Unmapped farms in training blocks (``split`` of the truth).
+        unmapped_train_found: Those found.
+    """
+
+    objects: int
+    on_farm: int
+    precision: float | None
+    farms: int
+    found: int
+    recall: float | None
+    unmapped: int
+    unmapped_found: int
+    unmapped_found_ids: list[str]
+    unmapped_train: int
+    unmapped_train_found: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _covered_shares(these: gpd.GeoDataFrame, those: gpd.GeoDataFrame) -> list[float]:
+    """Per row of ``these``, the share of its area ``those`` cover (one metric CRS)."""
+    cover = shapely.union_all(list(those.geometry)) if len(those) else None
+    out = []
+    for geom in these.geometry:
+        if cover is None or geom.area <= 0:
+            out.append(0.0)
+        else:
+            out.append(float(shapely.intersection(geom, cover).area / geom.area))
+    return out
+
+
+def score_map(objects: gpd.GeoDataFrame, farms: gpd.GeoDataFrame) -> MapScore:
+    """Object precision and farm recall of ``objects`` (e.g. ``map/farms.gpkg``) against the
+    truth's ``farms`` layer (any CRS; compared in the farms' CRS), and the unmapped farms found."""
+    objs = objects.to_crs(farms.crs) if len(objects) else objects
+    on_farm = sum(s >= ON_FARM_SHARE for s in _covered_shares(objs, farms))
+    found = [s >= ON_FARM_SHARE for s in _covered_shares(farms, objs)]
+    unmapped = (farms["label_error"] == "unmapped").to_numpy()
+    train = (farms["split"].astype(str) == "train").to_numpy() & unmapped
+    ids = farms["farm_id"].astype(str).to_numpy()
+    hit = [bool(f) for f in found]
+    return MapScore(
+        objects=len(objs),
+        on_farm=int(on_farm),
+        precision=on_farm / len(objs) if len(objs) else None,
+        farms=len(farms),
+        found=sum(hit),
+        recall=sum(hit) / len(farms) if len(farms) else None,
+        unmapped=int(unmapped.sum()),
+        unmapped_found=sum(h for h, u in zip(hit, unmapped, strict=True) if u),
+        unmapped_found_ids=[str(i) for i, h, u in zip(ids, hit, unmapped, strict=True) if h and u],
+        unmapped_train=int(train.sum()),
+        unmapped_train_found=sum(h for h, t in zip(hit, train, strict=True) if t),
+    )
