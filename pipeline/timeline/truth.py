@@ -6,8 +6,10 @@ standing in any of its acquisitions. Scores:
 
 - construction window: share of the matched sites the map maps whose construction window is
   the first window the farm stands in;
-- installed area per window: the mapped sites' area against the planted area of the farms the
-  model maps (the area it can see), relative error per window;
+- installed area per window: the mapped sites' area against (a) the whole planted area of the
+  farms the model maps in some window (``planted``, ``error``) and, with the footprint phases,
+  (b) the part of it inside the sites' footprints (``visible``, ``visible_error``): the
+  planted area the model can see, which leaves out the parts of farms it never maps;
 - the removed farm: whether its site is flagged ``disappeared`` (and with which reason).
 """
 
@@ -94,12 +96,49 @@ def match_sites(sites: gpd.GeoDataFrame, planted: gpd.GeoDataFrame) -> dict[str,
     return out
 
 
+def visible_ha(
+    sites: gpd.GeoDataFrame,
+    match: dict[str, str],
+    footprints: gpd.GeoDataFrame,
+    history: pd.DataFrame,
+    window: tuple[str, str | None],
+) -> float:
+    """Planted area (ha) of the matched farms standing in ``window`` that lies inside their
+    sites' footprints: the part of the planted area the model can see.
+
+    Args:
+        sites: The timeline's sites (EPSG:4326).
+        match: ``{site_id: planted farm_id}``.
+        footprints: ``truth/footprints.gpkg`` (``farm_id``, ``first_date``, ``last_date``: the
+            footprint phases).
+        history: ``truth/history.csv``.
+        window: ``(name, interval)``.
+    """
+    local = sites.to_crs(footprints.crs)
+    dates = [datetime.fromisoformat(str(d)).replace(tzinfo=UTC) for d in history["date"]]
+    inside = [in_interval(t, window[1]) for t in dates]
+    standing = history[pd.Series(inside, index=history.index)]
+    standing = standing[standing["present"].astype(str).str.lower() == "true"]
+    total = 0.0
+    for fid, rows in standing.groupby("farm_id"):
+        day = str(max(rows["date"]))
+        phases = footprints[footprints["farm_id"] == fid]
+        ends = phases["last_date"].fillna("").astype(str)
+        phases = phases[(phases["first_date"].astype(str) <= day) & ((ends == "") | (ends >= day))]
+        ids = [sid for sid, f in match.items() if f == fid]
+        seen = local[local["site_id"].astype(str).isin(ids)]
+        if len(phases) and len(seen):
+            total += shapely.intersection(phases.geometry.iloc[0], seen.union_all()).area
+    return total / 1e4
+
+
 def score_timeline(
     sites: gpd.GeoDataFrame,
     history: pd.DataFrame,
     planted: gpd.GeoDataFrame,
     windows: Sequence[tuple[str, str | None]],
     removed: Sequence[str],
+    footprints: gpd.GeoDataFrame | None = None,
 ) -> TimelineScore:
     """Score ``sites`` (``map/sites.gpkg``) against the planted history.
 
@@ -109,6 +148,8 @@ def score_timeline(
         planted: Every planted farm's full footprint (``farm_id``, any CRS).
         windows: ``(name, interval)`` of the map's windows, earliest first.
         removed: Planted farms removed during the windows.
+        footprints: The planted footprint phases (``truth/footprints.gpkg``): adds each
+            window's ``visible`` planted area (:func:`visible_ha`) and the error against it.
     """
     names = [n for n, _ in windows]
     truth = planted_windows(history, windows)
@@ -130,6 +171,10 @@ def score_timeline(
         got, want = ours[per_window("area_m2", name)].sum() / 1e4, theirs["area_m2"].sum() / 1e4
         error = abs(got - want) / want if want else 0.0
         area[name] = {"mapped": round(got, 3), "planted": round(want, 3), "error": round(error, 4)}
+        if footprints is not None:
+            seen_ha = visible_ha(mapped, match, footprints, history, (name, dict(windows)[name]))
+            area[name]["visible"] = round(seen_ha, 3)
+            area[name]["visible_error"] = round(abs(got - seen_ha) / seen_ha, 4) if seen_ha else 0.0
     by_farm = {fid: sid for sid, fid in match.items()}
     gone = {}
     for fid in removed:
@@ -169,4 +214,31 @@ def score_world(
     )
     history = pd.read_csv(world.truth / "history.csv", dtype={"farm_id": str})
     removed = [str(truth["removed_farm"])] if truth.get("removed_farm") else []
-    return score_timeline(gpd.read_file(paths.map_sites), history, planted, windows, removed)
+    footprints = gpd.read_file(world.truth / "footprints.gpkg")
+    sites = gpd.read_file(paths.map_sites)
+    return score_timeline(sites, history, planted, windows, removed, footprints)
+
+
+def main(argv: Sequence[str] | None = None) -> TimelineScore:
+    """``python -m pipeline.timeline.truth --config configs/demo.yaml``: print the score of the
+    run's timeline against its world's truth (as JSON)."""
+    import argparse
+
+    from pipeline.config import load_config
+    from pipeline.mapping.windows import windows_of
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--config", required=True)
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config)
+    if cfg.world is None:
+        raise SystemExit(f"{args.config} has no world: section, so there is no truth to score")
+    paths = RunPaths(cfg.run.data_root, cfg.run.name)
+    windows = [(w.name, w.datetime) for w in windows_of(cfg.map, cfg.fetch)]
+    score = score_world(paths, WorldPaths(cfg.run.data_root, cfg.world.name), windows)
+    print(json.dumps(score.as_dict(), indent=2))
+    return score
+
+
+if __name__ == "__main__":
+    main()
