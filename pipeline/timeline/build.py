@@ -164,7 +164,7 @@ def build_timeline(
     names = [r.window.name for r in runs]
     farms = _frame(paths.map_farms)
     sites = build_sites(farms, [_frame(r.paths.map_farms) for r in runs[:-1]])
-    long_rows, site_rows = [], []
+    long_rows, site_rows, kept = [], [], []
     for site in sites:
         footprint = to_epsg(site.geometry, site.epsg, max_segment_deg=0)
         stats = [
@@ -176,6 +176,9 @@ def build_timeline(
             for r in runs
         ]
         history = site_history(names, stats, spec.min_area_m2, spec.threshold)
+        if not history.construction_window and not site.farm_id:
+            continue  # an earlier farm's leftover that no window maps as a farm on its own
+        kept.append(site)
         cover = replaced_land(site, history, runs, footprint, lookup)
         site_rows.append(_site_row(site, history, cover, stats, names))
         long_rows += [
@@ -191,7 +194,7 @@ def build_timeline(
         ]
     columns = _expanded(names)
     frame = pd.DataFrame(site_rows, columns=columns)
-    geoms = gpd.GeoSeries([s.geometry for s in sites], crs=4326)
+    geoms = gpd.GeoSeries([s.geometry for s in kept], crs=4326)
     _write_layer(gpd.GeoDataFrame(frame, geometry=geoms, crs=4326), paths.map_sites, "sites")
     _write_csv(paths.map_site_windows, long_rows, SITE_WINDOW_COLUMNS)
     windows = [(r.window.name, r.window.datetime, r.acquisitions) for r in runs]
@@ -203,7 +206,7 @@ def build_timeline(
     merged = farms.merge(extra, on="farm_id", how="left")
     _write_layer(gpd.GeoDataFrame(merged, geometry="geometry", crs=4326), paths.map_farms, "farms")
     summary = {
-        "sites": len(sites),
+        "sites": len(kept),
         "new_farms": int(frame["new"].sum()) if len(frame) else 0,
         "disappeared": int(frame["disappeared"].sum()) if len(frame) else 0,
         "windows": totals,

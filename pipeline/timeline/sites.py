@@ -1,10 +1,11 @@
 """Farm sites over time: the footprints whose history the windows' stacked mosaics tell.
 
 Every farm of the latest window is a site (same id); its footprint is its outline joined with
-the outlines of earlier windows' farms that meet it (a farm that later shrank, or grew, keeps
-its largest footprint, so every window is measured on the same pixels). Earlier farms meeting
-no latest farm (removed farms, or farms the latest window missed) become sites of their own,
-``e0001``... by centroid. :func:`footprint_pixels` reads one window's mosaic inside a site.
+the outlines of earlier windows' farms lying mostly inside it (:data:`JOIN_SHARE`: its earlier
+phases), so every window is measured on the same pixels. The rest of the earlier farms, minus
+the latest farms (removed farms, farms the latest window missed, fields mapped around a farm),
+become sites of their own, ``e0001``... by centroid. :func:`footprint_pixels` reads one
+window's mosaic inside a site.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ from shapely.ops import unary_union
 from pipeline.geo.crs import utm_epsg
 from pipeline.geo.masks import rasterize_mask
 from pipeline.geo.raster import Grid
+
+#: An earlier farm joins a latest farm's site when at least this share of it lies inside that
+#: farm (an earlier phase of it); one that only touches it (a field mapped around it in
+#: summer) keeps its own site, minus the latest farms.
+JOIN_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,11 @@ def _zone(geom: BaseGeometry, zones: str) -> int:
     return own if own in listed or not listed else listed[0]
 
 
+def _inside_share(geom: BaseGeometry, other: BaseGeometry) -> float:
+    """Share of ``geom``'s area inside ``other``."""
+    return shapely.intersection(geom, other).area / geom.area if geom.area > 0 else 0.0
+
+
 def _ordered(geoms: Sequence[BaseGeometry]) -> list[BaseGeometry]:
     return sorted(geoms, key=lambda g: (round(g.centroid.x, 7), round(g.centroid.y, 7)))
 
@@ -68,12 +79,16 @@ def build_sites(latest: gpd.GeoDataFrame, earlier: Sequence[gpd.GeoDataFrame]) -
     used: set[int] = set()
     sites = []
     for row in latest.to_crs(4326).itertuples():
-        hits = [int(i) for i in tree.query(row.geometry, predicate="intersects")] if tree else []
+        near = [int(i) for i in tree.query(row.geometry, predicate="intersects")] if tree else []
+        hits = [i for i in near if _inside_share(before[i], row.geometry) >= JOIN_SHARE]
         used.update(hits)
         geom = unary_union([row.geometry, *(before[i] for i in hits)])
         sites.append(Site(str(row.farm_id), str(row.farm_id), _zone(row.geometry, row.epsg), geom))
+    taken = unary_union([s.geometry for s in sites]) if sites else None
     rest = unary_union([g for i, g in enumerate(before) if i not in used])
+    rest = rest.difference(taken) if taken is not None and not rest.is_empty else rest
     parts = [] if rest.is_empty else list(getattr(rest, "geoms", [rest]))
+    parts = [g for g in parts if g.geom_type in ("Polygon", "MultiPolygon") and g.area > 0]
     for k, geom in enumerate(_ordered(parts), start=1):
         c = geom.centroid
         sites.append(Site(f"e{k:04d}", "", utm_epsg(c.x, c.y), geom))
