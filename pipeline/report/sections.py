@@ -171,7 +171,8 @@ def overview_figure(
     return Figure("overview map", data_uri(png)), note
 
 
-#: Most farms shown with before and after pictures (new and disappeared farms first).
+#: Most farms shown with before and after pictures (the largest new farms, then the three
+#: largest disappeared sites).
 MAX_BEFORE_AFTER = 12
 
 
@@ -234,7 +235,9 @@ def timeline_view(paths: RunPaths) -> TimelineView | None:
     if not sites.empty:
         text = [c for c in sites.columns if sites[c].dtype == object]
         sites = sites.fillna(dict.fromkeys(text, ""))
-        picked = sites[sites["new"].astype(bool) | sites["disappeared"].astype(bool)]
+        new = sites[sites["new"].astype(bool)].sort_values("last_area_m2", ascending=False)
+        gone = sites[sites["disappeared"].astype(bool)].sort_values("first_area_m2")[::-1]
+        picked = pd.concat([new.iloc[: MAX_BEFORE_AFTER - 3], gone.iloc[:3]])
         shown = [_before_after(paths, row, windows) for _, row in picked.iterrows()]
     note = (
         f"{len(sites)} farm sites over {len(windows)} windows (map/sites.gpkg, "
