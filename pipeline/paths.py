@@ -44,11 +44,14 @@ class RunPaths:
     """Artefact paths of one run under ``<data_root>/runs/<run>/``.
 
     Stage folders are ``<root>/<stage>/``; each ends with ``manifest.json``. Per-patch files
-    are keyed by ``patch_id`` (a string safe for file names).
+    are keyed by ``patch_id`` (a string safe for file names). ``map_window`` names an
+    earlier date window of a map over time (:meth:`for_map_window`): its ``map_*`` files lie
+    under ``map/windows/<name>/``; ``""`` (the run's own paths) is the latest window.
     """
 
     data_root: Path
     run: str
+    map_window: str = ""
 
     @property
     def root(self) -> Path:
@@ -245,10 +248,48 @@ class RunPaths:
         return self.predicted_rasters_dir / f"{stem}_farms.gpkg"
 
     # map ---------------------------------------------------------------------------------
+    def for_map_window(self, name: str) -> RunPaths:
+        """The paths of the map's earlier window ``name`` (``map/windows/<name>/``)."""
+        return RunPaths(self.data_root, self.run, safe_name(name))
+
+    @property
+    def map_windows_dir(self) -> Path:
+        """Folder of the earlier windows of a map over time (one folder each)."""
+        return self.stage_dir("map") / "windows"
+
+    @property
+    def map_dir(self) -> Path:
+        """``map/`` (latest window), or ``map/windows/<name>/`` of an earlier window."""
+        if self.map_window:
+            return self.map_windows_dir / self.map_window
+        return self.stage_dir("map")
+
+    @property
+    def map_timeline(self) -> Path:
+        """CSV: installed area and farm count per window
+        (:data:`pipeline.timeline.tables.WINDOW_COLUMNS`)."""
+        return self.stage_dir("map") / "timeline.csv"
+
+    @property
+    def map_timeline_chart(self) -> Path:
+        """PNG: installed area and farm count per window."""
+        return self.stage_dir("map") / "timeline.png"
+
+    @property
+    def map_site_windows(self) -> Path:
+        """CSV: one row per site and window
+        (:data:`pipeline.timeline.tables.SITE_WINDOW_COLUMNS`)."""
+        return self.stage_dir("map") / "site_windows.csv"
+
+    @property
+    def map_sites(self) -> Path:
+        """GeoPackage of every farm site over time, disappeared ones included (layer ``sites``)."""
+        return self.stage_dir("map") / "sites.gpkg"
+
     @property
     def map_chunks_dir(self) -> Path:
         """Folder of the per-chunk outputs (kept for re-runs)."""
-        return self.stage_dir("map") / "chunks"
+        return self.map_dir / "chunks"
 
     def map_chunk(self, chunk_id: str) -> Path:
         """float32 probability of one chunk's core (nodata NaN), tagged with its digest."""
@@ -260,36 +301,36 @@ class RunPaths:
 
     def map_probability(self, epsg: int) -> Path:
         """Probability COG of one UTM zone (mosaic of the chunk cores, overviews)."""
-        return self.stage_dir("map") / f"probability_{epsg}.tif"
+        return self.map_dir / f"probability_{epsg}.tif"
 
     def map_provenance(self, epsg: int) -> Path:
         """Provenance COG of one UTM zone: index into ``acquisitions.csv`` per pixel."""
-        return self.stage_dir("map") / f"provenance_{epsg}.tif"
+        return self.map_dir / f"provenance_{epsg}.tif"
 
     @property
     def map_farms(self) -> Path:
         """GeoPackage of mapped farms (EPSG:4326, layer ``farms``)."""
-        return self.stage_dir("map") / "farms.gpkg"
+        return self.map_dir / "farms.gpkg"
 
     @property
     def map_gaps(self) -> Path:
         """GeoPackage of chunks left unmapped and why (layer ``gaps``)."""
-        return self.stage_dir("map") / "gaps.gpkg"
+        return self.map_dir / "gaps.gpkg"
 
     @property
     def map_acquisitions(self) -> Path:
         """CSV: the acquisitions provenance indices refer to."""
-        return self.stage_dir("map") / "acquisitions.csv"
+        return self.map_dir / "acquisitions.csv"
 
     @property
     def map_catalog(self) -> Path:
         """Self-contained STAC catalog of the map's outputs."""
-        return self.stage_dir("map") / "stac" / "catalog.json"
+        return self.map_dir / "stac" / "catalog.json"
 
     @property
     def map_patches_dir(self) -> Path:
         """Folder of the composite patches cut around mapped farms."""
-        return self.stage_dir("map") / "patches"
+        return self.map_dir / "patches"
 
     def map_patch(self, farm_id: str) -> Path:
         """10-band uint16 composite around one mapped farm."""
@@ -330,12 +371,12 @@ class RunPaths:
     @property
     def map_patches_index(self) -> Path:
         """GeoPackage: one row per farm patch (patch_id, farm_id, epsg, relative paths)."""
-        return self.stage_dir("map") / "patches.gpkg"
+        return self.map_dir / "patches.gpkg"
 
     @property
     def map_summary(self) -> Path:
         """JSON: chunk counts, failures and gaps of the last map run (also on failure)."""
-        return self.stage_dir("map") / "summary.json"
+        return self.map_dir / "summary.json"
 
     # attribute ---------------------------------------------------------------------------
     def attribution(self, patch_id: str, method: str, target: str, target_id: str = "") -> Path:

@@ -9,6 +9,7 @@ from pipeline.audit.faithfulness import FAITHFULNESS_COLUMNS
 from pipeline.audit.flags import CUE_GROUP, FARM_HEAD, FLAG_COLUMNS
 from pipeline.audit.patches import CUE_COLUMNS
 from pipeline.audit.reliance import POOLED_COLUMNS
+from pipeline.timeline.tables import SITE_COLUMNS, SITE_WINDOW_COLUMNS, WINDOW_COLUMNS
 from pipeline.triage.review import CANDIDATE_COLUMNS, SUSPECT_COLUMNS
 
 ROOT = Path(__file__).parents[1]
@@ -25,6 +26,9 @@ def test_outputs_doc_states_every_column_with_its_meaning() -> None:
         (FAITHFULNESS_COLUMNS, ""),
         (CANDIDATE_COLUMNS, ""),
         (SUSPECT_COLUMNS, ""),
+        (WINDOW_COLUMNS, ""),
+        (SITE_COLUMNS, ""),
+        (SITE_WINDOW_COLUMNS, ""),
     ):
         for name, meaning in columns.pairs():
             assert f"| `{prefix}{name}` | {meaning} |" in doc, name

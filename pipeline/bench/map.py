@@ -14,7 +14,10 @@ not depend on its weights; the polygon step would vary with what random weights 
 * ``areas``: seconds and peak worker RSS mapping the top 1/4, 1/2 and the whole scene with
   one 1-thread worker; ``time_linearity`` (seconds per km² relative to the whole scene's),
   ``cpu_linearity`` (the same in worker CPU seconds, which other load on a shared machine
-  barely moves) and ``memory_flatness`` (peak RSS relative to the whole scene's).
+  barely moves) and ``memory_flatness`` (peak RSS relative to the whole scene's);
+* ``windows`` (:func:`windows_case`; ``BENCH_MAP_WINDOWS=0`` skips it): the top 1/4 mapped at
+  the demo's three date windows together (one search) against each window mapped alone;
+  target ``windows_ratio`` <= 1.1 (N windows cost at most N times one window plus 10 %).
 
 Every case runs ``repeats`` times, interleaved, and the fastest run counts: other load on a
 shared machine only ever slows a run down.
@@ -25,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import tempfile
 import time
 from dataclasses import replace
@@ -46,6 +50,7 @@ from pipeline.mapping.chunks import ModelRef, predictor
 from pipeline.mapping.grid import plan_chunks
 from pipeline.mapping.region import map_region
 from pipeline.mapping.search import search_area
+from pipeline.mapping.windows import map_windows, union_interval, windows_of
 from pipeline.model.io import Arch, ModelMeta, build_unet, load_model, save_model
 from pipeline.net import RetryPolicy
 from pipeline.osm.geometry import to_epsg
@@ -101,7 +106,7 @@ def _serve(world: WorldPaths) -> tuple[ServerProcess, list[pystac.Item]]:
     return server, items
 
 
-def _config(tmp: Path, url: str) -> RunConfig:
+def _config(tmp: Path, url: str, windows: tuple[dict[str, str], ...] = ()) -> RunConfig:
     return RunConfig.model_validate(
         {
             "run": {"name": "bench", "data_root": str(tmp / "data")},
@@ -113,7 +118,7 @@ def _config(tmp: Path, url: str) -> RunConfig:
                 "progress": False,
             },
             "predict": {"window": 256, "overlap": 64, "device": "cpu"},
-            "map": {"chunk_px": 512, "halo_px": 64, "farm_patches": False},
+            "map": {"chunk_px": 512, "halo_px": 64, "farm_patches": False, "windows": windows},
         }
     )
 
@@ -240,6 +245,61 @@ def _run(
     }
 
 
+#: The windows of the multi-window case (the demo world's three windows).
+WINDOWS = (
+    {"name": "2015-07", "datetime": "2015-07-01/2015-07-31"},
+    {"name": "2015-10", "datetime": "2015-10-01/2015-10-31"},
+    {"name": "2016-01", "datetime": "2016-01-01/2016-01-31"},
+)
+
+
+def _windows_run(
+    tmp: Path, url: str, area: Any, windows: tuple[dict[str, str], ...]
+) -> dict[str, Any]:
+    """Map ``area`` at ``windows`` (one search included) with one warmed 1-thread worker."""
+    cfg = _config(tmp, url, windows)
+    paths = RunPaths(cfg.run.data_root, cfg.run.name)
+    request = request_for(cfg, paths, area, loader=load_model)
+    request = replace(request, settings=replace(request.settings, threads=1))
+    found = windows_of(cfg.map, cfg.fetch)
+    source = _Counting(
+        StacApiSource(cfg.fetch.catalog, policy=RetryPolicy(), timeout_s=30, page_size=100)
+    )
+    shutil.rmtree(paths.stage_dir("map"), ignore_errors=True)  # every run maps from scratch
+    with open_client(ComputeConfig(workers=1, threads_per_worker=1)) as client:
+        client.run(_warm, request.settings.model, 1)
+        start = time.perf_counter()
+        items = search_area(source, replace(request.query, datetime=union_interval(found)))
+        labels = gpd.GeoDataFrame(geometry=[], crs=4326)
+        signer = signer_for("earth-search")
+        map_windows(request, found, items, paths, client, signer, labels)
+        seconds = time.perf_counter() - start
+    return {"seconds": round(seconds, 2), "search_calls": source.calls}
+
+
+def windows_case(tmp: Path, url: str, area: Any, repeats: int) -> dict[str, Any]:
+    """:data:`WINDOWS` mapped together against each mapped alone (fastest of ``repeats``).
+
+    Target: ``windows_ratio`` (together / sum of alone, searches included) at most 1.1, with
+    one search for all windows.
+    """
+    together: list[dict[str, Any]] = []
+    alone: dict[str, list[float]] = {w["name"]: [] for w in WINDOWS}
+    for _ in range(repeats):
+        together.append(_windows_run(tmp, url, area, WINDOWS))
+        for window in WINDOWS:
+            alone[window["name"]].append(_windows_run(tmp, url, area, (window,))["seconds"])
+    best = min(together, key=lambda r: r["seconds"])
+    single = {k: min(v) for k, v in alone.items()}
+    return {
+        "windows": len(WINDOWS),
+        "seconds_together": best["seconds"],
+        "seconds_alone": single,
+        "windows_ratio": round(best["seconds"] / sum(single.values()), 3),
+        "search_calls": best["search_calls"],
+    }
+
+
 def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The fastest of repeated runs (other load on a shared machine only slows a run down)."""
     return min(runs, key=lambda r: r["engine_seconds"])
@@ -272,6 +332,12 @@ def main(data_root: Path | None = None, repeats: int = 2) -> dict[str, Any]:
             runs = {k: best[k] for k in ("w1t1", "w2t1", "w1t2")}
             minimum = min_tile_bytes(world, paths, runs["w2t1"]["summary"], whole)
             areas = {"1/4": best["1/4"], "1/2": best["1/2"], "1": best["w1t1"]}
+            quarter = _area(world.catalog, 0.25, chunk_m)
+            windows = (
+                windows_case(Path(tmp_name), server.url, quarter, repeats)
+                if os.environ.get("BENCH_MAP_WINDOWS", "1") != "0"
+                else {"skipped": "BENCH_MAP_WINDOWS=0"}
+            )
     finally:
         server.stop()
     base = areas["1"]
@@ -321,6 +387,7 @@ def main(data_root: Path | None = None, repeats: int = 2) -> dict[str, Any]:
             k: round(v["peak_worker_rss_mb"] / base["peak_worker_rss_mb"], 3)
             for k, v in areas.items()
         },
+        "windows": windows,
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(result, indent=2))

@@ -11,6 +11,28 @@ from pipeline.config.base import Section
 from pipeline.config.fetch import validate_interval
 
 
+class MapWindow(Section):
+    """One date window of a map over time (``map.windows``).
+
+    Attributes:
+        name: Short name (letters, digits, ``_ . -``): the folder ``map/windows/<name>/`` and
+            the suffix of the per-window columns, e.g. ``2015-07``.
+        datetime: RFC 3339 interval of its acquisitions, e.g. ``2015-07-01/2015-07-31``.
+        target_date: Ties in clear share go to the acquisition nearest this date; ``null``
+            uses ``map.target_date`` / ``fetch.target_date`` for the latest window and the
+            most recent acquisition for the others.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")
+    datetime: str
+    target_date: date | None = None
+
+    @field_validator("datetime")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        return validate_interval(value, "map.windows[].datetime") or value
+
+
 class MapConfig(Section):
     """The area to map, the imagery window and how the work is cut into chunks.
 
@@ -41,6 +63,15 @@ class MapConfig(Section):
             ``null`` uses ``predict.match_iou``.
         farm_patches: Also cut a composite patch (``labels.patch_size`` pixels) around every
             mapped farm under ``map/patches/`` for the attribute and audit stages.
+        windows: Date windows mapped with the same chunks and model, so the mosaics stack
+            pixel for pixel (farms over time). Empty: the one window of ``map.datetime`` (or
+            ``fetch.datetime``). The latest window writes the usual ``map/`` outputs; each
+            earlier one writes ``map/windows/<name>/``; with two or more windows the map also
+            writes the timeline (``map/timeline.csv``, ``map/sites.gpkg``, ...). Windows must
+            not overlap; one catalog search covers them all.
+        landcover_collection: A land-cover collection of the catalog (e.g. ``esa-worldcover``
+            on Planetary Computer) read for the land each new farm replaced; ``null`` or absent
+            from the catalog: spectral indices of the window before the farm appeared.
     """
 
     area_bbox: tuple[float, float, float, float] | None = None
@@ -58,6 +89,8 @@ class MapConfig(Section):
     min_area_m2: float | None = Field(default=None, ge=0)
     match_iou: float | None = Field(default=None, gt=0, le=1)
     farm_patches: bool = True
+    windows: tuple[MapWindow, ...] = ()
+    landcover_collection: str | None = "esa-worldcover"
 
     @field_validator("datetime")
     @classmethod
@@ -72,6 +105,18 @@ class MapConfig(Section):
                 f"map.chunk_px {value} is not a multiple of 32; use e.g. {value // 32 * 32}"
             )
         return value
+
+    @model_validator(mode="after")
+    def _windows(self) -> MapConfig:
+        names = [w.name for w in self.windows]
+        if len(set(names)) != len(names):
+            raise ValueError(f"map.windows names {names} repeat; give every window its own name")
+        if self.windows and self.datetime is not None:
+            raise ValueError(
+                "map.datetime and map.windows are both set; put the interval into the windows "
+                "and remove map.datetime"
+            )
+        return self
 
     @model_validator(mode="after")
     def _area(self) -> MapConfig:

@@ -308,8 +308,12 @@ def map_region(
     labels: gpd.GeoDataFrame,
     *,
     on_result: Callable[[ChunkResult, EngineReport], None] | None = None,
+    patch_farms: gpd.GeoDataFrame | None = None,
 ) -> tuple[list[Path], dict[str, Any]]:
     """Map ``request``'s area from ``items`` (its one search); returns ``(outputs, summary)``.
+
+    ``patch_farms`` (an earlier window of a map over time): cut the farm patches around these
+    farms (the latest window's) instead of the ones mapped here.
 
     Raises:
         MapError: some chunks failed (named, with the fix); finished chunks are kept.
@@ -361,8 +365,9 @@ def map_region(
         paths.map_chunks_dir,
         paths.map_summary,
     ]
+    around = farms if patch_farms is None else patch_farms
     if request.farm_patches:
-        jobs = _patch_jobs(farms, table, plan, labels, paths, request)
+        jobs = _patch_jobs(around, table, plan, labels, paths, request)
         index = cut_patches(client, jobs, paths, request)
         outputs += [_write_gpkg(index, paths.map_patches_index, "patches")]
         if jobs:
@@ -370,7 +375,7 @@ def map_region(
     summary.update(
         mapped_farms=len(farms),
         in_osm=int(farms["in_osm"].sum()) if len(farms) else 0,
-        farm_patches=len(farms) if request.farm_patches else 0,
+        farm_patches=len(around) if request.farm_patches else 0,
     )
     write_json(paths.map_summary, summary)
     return outputs, summary

@@ -53,7 +53,8 @@ def search_area(source: ItemSource, query: AreaQuery) -> list[pystac.Item]:
         raise MapError(
             f"no Sentinel-2 item in {query.catalog} (collection {query.collection}, cloud cover "
             f"<= {query.max_cloud_cover:g} %) intersects the area {bounds} between "
-            f"{query.datetime or 'any dates'}: widen map.datetime (or fetch.datetime) or check "
+            f"{query.datetime or 'any dates'}: widen map.datetime / map.windows (or "
+            "fetch.datetime) or check "
             "map.area_bbox / map.area_file"
         )
     return items

@@ -24,6 +24,7 @@ from pipeline.audit.reliance import POOLED_COLUMNS
 from pipeline.geo.styles import VERDICT_COLOURS
 from pipeline.report.quality import QUALITY_COLUMNS
 from pipeline.tables import Columns
+from pipeline.timeline.tables import WINDOW_COLUMNS
 from pipeline.triage.review import CANDIDATE_COLUMNS, SUSPECT_COLUMNS
 
 #: Columns of the long flag table (``audit/flags.csv``: one row per farm and cue).
@@ -337,6 +338,26 @@ class TriageView:
 
 
 @dataclass(frozen=True)
+class BeforeAfter:
+    """One farm's before and after pictures (true colour, the site outlined)."""
+
+    title: str
+    line: str
+    before: Figure | None
+    after: Figure | None
+
+
+@dataclass(frozen=True)
+class TimelineView:
+    """Farms over time: the chart, the per-window totals, before/after pictures of farms."""
+
+    chart: Figure | None
+    rows: list[dict[str, Any]]
+    farms: list[BeforeAfter]
+    note: str
+
+
+@dataclass(frozen=True)
 class ReportData:
     """Everything the page shows (already computed)."""
 
@@ -358,6 +379,7 @@ class ReportData:
     plots: list[Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     triage: TriageView | None = None
+    timeline: TimelineView | None = None
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -452,6 +474,7 @@ def _header(data: ReportData) -> str:
         for i, t in (
             ("quality", "Model quality"),
             ("overview", "Overview map"),
+            *([("timeline", "Farms over time")] if data.timeline is not None else []),
             ("farms", "Farms by concern"),
             ("checks", "Checks of the explanations"),
             *([("triage", "Label triage")] if data.triage is not None else []),
@@ -657,6 +680,43 @@ def _checks(data: ReportData) -> str:
     )
 
 
+def _picture(figure: Figure | None, label: str) -> str:
+    if figure is None:
+        return f'<div class="note">{html.escape(label)}: no picture</div>'
+    return (
+        f'<figure><img alt="{html.escape(figure.caption)}" src="{figure.uri}">'
+        f"<figcaption>{html.escape(figure.caption)}</figcaption></figure>"
+    )
+
+
+def _timeline(view: TimelineView | None) -> str:
+    if view is None:
+        return ""
+    chart = (
+        f'<img id="timeline-chart" alt="installed area and farms per window" '
+        f'src="{view.chart.uri}">'
+        if view.chart is not None
+        else ""
+    )
+    farms = "".join(
+        f'<div class="card"><h3>{html.escape(f.title)}</h3><p class="note">'
+        f'{html.escape(f.line)}</p><div class="row">{_picture(f.before, "before")}'
+        f"{_picture(f.after, 'after')}</div></div>"
+        for f in view.farms
+    )
+    return (
+        '<section id="timeline"><h2>Farms over time</h2><p class="note">'
+        + html.escape(view.note)
+        + f"</p>{chart}"
+        + table(view.rows, list(WINDOW_COLUMNS), table_id="timeline-table", left=["window"])
+        + "<details><summary>What the columns mean</summary>"
+        + dictionary(WINDOW_COLUMNS)
+        + "</details>"
+        + (f"<h3>Before and after</h3>{farms}" if farms else "")
+        + "</section>"
+    )
+
+
 def _triage(view: TriageView | None) -> str:
     if view is None:
         return ""
@@ -749,6 +809,7 @@ def render(data: ReportData) -> str:
         + "<main>"
         + _quality(data)
         + _overview(data)
+        + _timeline(data.timeline)
         + _farms(data)
         + _checks(data)
         + _triage(data.triage)

@@ -8,12 +8,20 @@ plain values to :mod:`pipeline.report.html`; the pictures themselves are drawn b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
+import rasterio
+from shapely.geometry.base import BaseGeometry
 
 from pipeline.audit.patches import PatchData, Polygons, load_patch, read_attribution, target_mask
+from pipeline.bands import BANDS
 from pipeline.config import RunConfig
+from pipeline.geo.crs import to_epsg
+from pipeline.geo.masks import rasterize_mask
+from pipeline.geo.raster import Grid
 from pipeline.paths import RunPaths
 from pipeline.report import overview
 from pipeline.report.cards import (
@@ -22,11 +30,13 @@ from pipeline.report.cards import (
     card_views,
     focus_method,
     make_card,
+    records,
 )
-from pipeline.report.html import Card, CardViews, Figure, Quality
-from pipeline.report.images import data_uri
+from pipeline.report.html import BeforeAfter, Card, CardViews, Figure, Quality, TimelineView
+from pipeline.report.images import data_uri, jpeg_uri, outline, rgb_composite
 from pipeline.report.inputs import (
     OVERVIEW_PATCH_SIDE,
+    read_csv,
     read_json,
     read_layer,
     read_training_log,
@@ -159,3 +169,79 @@ def overview_figure(
         "Coordinates are longitude and latitude (WGS84)."
     )
     return Figure("overview map", data_uri(png)), note
+
+
+#: Most farms shown with before and after pictures (the largest new farms, then the three
+#: largest disappeared sites).
+MAX_BEFORE_AFTER = 12
+
+
+def _quicklook(path: Path, site: BaseGeometry, caption: str) -> Figure | None:
+    """True colour of a farm patch with the site outlined in yellow (``None``: no patch)."""
+    if not path.is_file():
+        return None
+    with rasterio.open(path) as src:
+        image = src.read()
+        grid = Grid(src.crs, src.transform, src.height, src.width)
+    if not image.any():
+        return None
+    rgb = rgb_composite(image, BANDS)
+    epsg = int(grid.crs.to_epsg())
+    edge = outline(rasterize_mask([to_epsg(site, epsg, max_segment_deg=0)], grid) > 0, 2)
+    rgb[edge] = np.array([255, 215, 0], np.uint8)
+    return Figure(caption, jpeg_uri(rgb))
+
+
+def _before_after(paths: RunPaths, site: pd.Series, windows: list[str]) -> BeforeAfter:
+    fid = str(site["farm_id"] or "")
+    before_window = str(site["clear_before"] or "") or windows[0]
+    if site["disappeared"]:
+        title = f"site {site['site_id']}: gone in {site['gone_window']} ({site['gone_reason']})"
+        line = f"mapped from {site['construction_window']}; seen clear and not a farm later"
+    else:
+        title = f"farm {fid}: built in {site['construction_window']}"
+        line = (
+            f"between {site['clear_before']} and {site['construction_window']}; replaced "
+            f"{site['land_cover_before'] or 'unknown land'} ({site['land_cover_source']})"
+        )
+    before = (
+        _quicklook(
+            paths.for_map_window(before_window).map_patch(fid),
+            site.geometry,
+            f"before: {before_window}",
+        )
+        if fid and before_window != windows[-1]
+        else None
+    )
+    after = (
+        _quicklook(paths.map_patch(fid), site.geometry, f"after: {windows[-1]}") if fid else None
+    )
+    return BeforeAfter(title, line, before, after)
+
+
+def timeline_view(paths: RunPaths) -> TimelineView | None:
+    """The farms-over-time section (``None`` without a map over several windows)."""
+    totals, sites = read_csv(paths.map_timeline), read_layer(paths.map_sites)
+    if totals.empty:
+        return None
+    windows = [str(w) for w in totals["window"]]
+    chart = paths.map_timeline_chart
+    figure = (
+        Figure("installed area and farms per window", data_uri(chart.read_bytes()))
+        if chart.is_file()
+        else None
+    )
+    shown: list[BeforeAfter] = []
+    if not sites.empty:
+        text = [c for c in sites.columns if sites[c].dtype == object]
+        sites = sites.fillna(dict.fromkeys(text, ""))
+        new = sites[sites["new"].astype(bool)].sort_values("last_area_m2", ascending=False)
+        gone = sites[sites["disappeared"].astype(bool)].sort_values("first_area_m2")[::-1]
+        picked = pd.concat([new.iloc[: MAX_BEFORE_AFTER - 3], gone.iloc[:3]])
+        shown = [_before_after(paths, row, windows) for _, row in picked.iterrows()]
+    note = (
+        f"{len(sites)} farm sites over {len(windows)} windows (map/sites.gpkg, "
+        "map/timeline.csv). A window in which a site had too little clear view is unseen, "
+        "never 'no farm'; a farm first seen after unseen windows is not called new."
+    )
+    return TimelineView(figure, records(totals), shown[:MAX_BEFORE_AFTER], note)

@@ -60,13 +60,18 @@ def _bound(text: str, end: bool) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+def interval_bounds(interval: str | None) -> tuple[datetime | None, datetime | None]:
+    """``(start, end)`` of an RFC 3339 interval, inclusive (a bare date covers its day; an
+    open end or no interval is None)."""
+    if not interval:
+        return None, None
+    start_text, sep, end_text = interval.partition("/")
+    return _bound(start_text, end=False), _bound(end_text if sep else start_text, end=True)
+
+
 def in_interval(when: datetime, interval: str | None) -> bool:
     """Whether ``when`` lies in an RFC 3339 interval (bounds inclusive; dates cover the day)."""
-    if not interval:
-        return True
-    start_text, sep, end_text = interval.partition("/")
-    start = _bound(start_text, end=False)
-    end = _bound(end_text if sep else start_text, end=True)
+    start, end = interval_bounds(interval)
     return (start is None or when >= start) and (end is None or when <= end)
 
 

@@ -112,7 +112,8 @@ STAGES: dict[str, Stage] = {
             ("map", "predict", "fetch"),
             "train/model.pt, labels/aoi.gpkg (or map.area_*) and the STAC catalog of fetch",
             "map/probability_<epsg>.tif, map/provenance_<epsg>.tif, map/farms.gpkg, "
-            "map/gaps.gpkg, map/stac/catalog.json, map/patches/",
+            "map/gaps.gpkg, map/stac/catalog.json, map/patches/; with map.windows: "
+            "map/windows/<name>/, map/timeline.csv, map/timeline.png, map/sites.gpkg",
             uses_world=True,
         ),
         Stage(

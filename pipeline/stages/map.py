@@ -2,14 +2,17 @@
 
 Resolves the area (``map.area_*``, else the labels AOI), searches the catalog once, maps every
 chunk (:mod:`pipeline.mapping`) and publishes per-zone probability and provenance COGs,
-``farms.gpkg``, ``gaps.gpkg``, ``acquisitions.csv``, a STAC catalog and farm patches. The Dask
-cluster comes from ``compute:``, which never changes what is written.
+``farms.gpkg``, ``gaps.gpkg``, ``acquisitions.csv``, a STAC catalog and farm patches. With
+``map.windows`` every window is mapped on the same chunks (:mod:`pipeline.mapping.windows`) and
+the timeline of the farms is written (:mod:`pipeline.timeline`). The Dask cluster comes from
+``compute:``, which never changes what is written.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 import geopandas as gpd
 from shapely.geometry.base import BaseGeometry
@@ -22,8 +25,9 @@ from pipeline.geo.aoi import aoi_from_bbox, aoi_from_file
 from pipeline.io import sha256_file
 from pipeline.mapping.chunks import ChunkSettings, ModelLoader, ModelRef
 from pipeline.mapping.farms import FarmRules
-from pipeline.mapping.region import MapRequest, map_region
+from pipeline.mapping.region import MapRequest
 from pipeline.mapping.search import AreaQuery, search_area
+from pipeline.mapping.windows import map_windows, union_interval, windows_of
 from pipeline.model.io import load_model
 from pipeline.model.window import WindowSpec, resolve_device
 from pipeline.net import RetryPolicy
@@ -32,6 +36,8 @@ from pipeline.stac.assets import resolve_provider, signer_for
 from pipeline.stac.fetch import catalog_stamp, open_source
 from pipeline.stac.read import gdal_options
 from pipeline.stages.base import StageOutput
+from pipeline.timeline.build import TimelineSpec, build_timeline
+from pipeline.timeline.catalog import collection_lookup
 
 log = logging.getLogger(__name__)
 
@@ -145,14 +151,27 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
     if not paths.model.is_file():
         raise MissingArtifactError("the trained model", paths.model, f"train RUN={cfg.run.name}")
     area = resolve_area(cfg, paths)
+    windows = windows_of(cfg.map, cfg.fetch)
     request = request_for(cfg, paths, area)
     provider = resolve_provider(cfg.fetch.provider, cfg.fetch.catalog)
-    items = search_area(open_source(cfg.fetch, provider), request.query)  # before any cluster
+    source, signer = open_source(cfg.fetch, provider), signer_for(provider)
+    query = replace(request.query, datetime=union_interval(windows))
+    items = search_area(source, query)  # one search for every window, before any cluster
     labels = (
         gpd.read_file(paths.farms).to_crs(4326) if paths.farms.is_file() else gpd.GeoDataFrame()
     )
     with open_client(cfg.compute) as client:
-        outputs, summary = map_region(request, items, paths, client, signer_for(provider), labels)
+        outputs, summary, runs = map_windows(request, windows, items, paths, client, signer, labels)
+    if len(runs) > 1:
+        collection, settings = cfg.map.landcover_collection, request.settings
+        lookup = (
+            collection_lookup(source, collection, area, signer, settings.policy, settings.gdal)
+            if collection
+            else None
+        )
+        spec = TimelineSpec(request.settings.threshold, request.gsd, request.rules.min_area_m2)
+        more, summary["timeline"] = build_timeline(runs, paths, spec, lookup)
+        outputs += more
     summary.update(
         workers=summary.get("workers", worker_count(cfg.compute)),
         threshold=request.settings.threshold,

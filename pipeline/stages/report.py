@@ -35,7 +35,13 @@ from pipeline.report.inputs import (
     read_triage,
 )
 from pipeline.report.plots import build_plots
-from pipeline.report.sections import Pictures, farm_cards, model_quality, overview_figure
+from pipeline.report.sections import (
+    Pictures,
+    farm_cards,
+    model_quality,
+    overview_figure,
+    timeline_view,
+)
 from pipeline.stages.base import StageOutput
 
 log = logging.getLogger(__name__)
@@ -78,6 +84,7 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         plots=build_plots(run_flags, sanity, curves, cfg.audit.enrichment_threshold),
         notes=capped_notes(len(farms), cfg.report.max_cards),
         triage=read_triage(paths, cfg.triage.report_rows),
+        timeline=timeline_view(paths),
     )
     write_text(paths.report, render(data))
     summary = {
@@ -87,6 +94,7 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         "confirmed": data.summary["confirmed"],
         "answer": data.answer,
         "overview": overview_map is not None,
+        "timeline": data.timeline is not None,
         "bytes": paths.report.stat().st_size,
     }
     return StageOutput([paths.report], summary)

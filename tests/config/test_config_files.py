@@ -209,6 +209,7 @@ def _without(dump: dict[str, Any], keys: dict[str, tuple[str, ...]]) -> dict[str
                     "history",
                 ),
                 "train": ("samples_per_epoch",),
+                "map": ("windows",),
             },
         ),
         ("shortcut-clean.yaml", "shortcut.yaml", {"world": ("name", "snow")}),
