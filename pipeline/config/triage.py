@@ -22,6 +22,11 @@ class TriageConfig(Section):
             ``area / (area + half_area_ha)``).
         cue_penalty: Factor on a candidate's score when the audit confirmed a spurious cue on
             it (0-1).
+        standing_penalty: Factor on a candidate's score when the map's timeline (several
+            ``map.windows``) shows it mapped as a farm in every window since the first, rather
+            than built during them (0-1; 1 ignores the timeline). OpenStreetMap lags on new
+            construction: a site the model has seen standing for the whole period and OSM
+            still lacks is more often a look-alike than a farm the mappers missed.
         report_rows: Most candidates and suspects the report lists (each).
     """
 
@@ -30,4 +35,5 @@ class TriageConfig(Section):
     surroundings_share: float = Field(default=0.5, ge=0.0, le=1.0)
     half_area_ha: float = Field(default=2.0, gt=0.0)
     cue_penalty: float = Field(default=0.25, ge=0.0, le=1.0)
+    standing_penalty: float = Field(default=0.25, ge=0.0, le=1.0)
     report_rows: int = Field(default=20, ge=1)

@@ -22,7 +22,12 @@ OBJECT_COLUMNS: Final[tuple[str, ...]] = (
     "dates",
     "acquisitions",
     "quicklook",
+    "built",
 )
+
+#: ``built`` values: built during the map's windows, mapped since the first one, or unknown.
+BUILT_NEW: Final[str] = "new"
+BUILT_STANDING: Final[str] = "standing"
 
 #: A patch's acquisition: ``(item id, ISO day)``.
 Scene = tuple[str, str]
@@ -32,6 +37,29 @@ def _text(frame: pd.DataFrame, column: str) -> pd.Series:
     if column not in frame:
         return pd.Series([""] * len(frame), index=frame.index, dtype=object)
     return frame[column].fillna("").astype(str)
+
+
+def built_class(new: object, construction_window: object, first_window: str) -> str:
+    """``new`` (built during the windows), ``standing`` (a farm since the first window) or
+    ``""`` (no timeline, or first seen after a gap: unknown)."""
+    if isinstance(new, bool | np.bool_) and bool(new):
+        return BUILT_NEW
+    if first_window and str(construction_window or "") == first_window:
+        return BUILT_STANDING
+    return ""
+
+
+def _built(farms: pd.DataFrame) -> list[str]:
+    """Per mapped farm, :func:`built_class` from the timeline columns (empty without them)."""
+    if "new" not in farms or "construction_window" not in farms:
+        return [""] * len(farms)
+    # the timeline writes its per-window columns in window order, earliest first
+    status = [c.removeprefix("status_") for c in farms.columns if c.startswith("status_")]
+    first = status[0] if status else ""
+    return [
+        built_class(n, w, first)
+        for n, w in zip(farms["new"], farms["construction_window"], strict=True)
+    ]
 
 
 def from_map(farms: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -46,6 +74,7 @@ def from_map(farms: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
             "dates": _text(farms, "dates"),
             "acquisitions": _text(farms, "acquisitions"),
             "quicklook": "",
+            "built": _built(farms),
         }
     )
     return gpd.GeoDataFrame(out, geometry=list(farms.geometry), crs=farms.crs).to_crs(4326)
@@ -105,6 +134,7 @@ def from_predicted(
                 "dates": ";".join(sorted({day for _, day in seen})),
                 "acquisitions": ";".join(sorted({item for item, _ in seen})),
                 "quicklook": "",
+                "built": "",
                 "patch_id": str(part["patch_id"].iloc[0]),
                 "geometry": union,
             }

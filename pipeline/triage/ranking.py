@@ -2,9 +2,10 @@
 found from their surroundings), each with the evidence that ranks it.
 
 The candidate score uses only what the model and its explanations say, never a truth:
-``mean_prob x area / (area + half_area_ha) x focus x (cue_penalty if a cue is confirmed)``,
-with ``focus`` the share of the attribution near the polygon that lies inside it rather than
-on its ring (0.5 when the object was not attributed).
+``mean_prob x area / (area + half_area_ha) x focus x (cue_penalty if a cue is confirmed)
+x (standing_penalty if the map's timeline shows it standing since the first window)``, with
+``focus`` the share of the attribution near the polygon that lies inside it rather than on its
+ring (0.5 when the object was not attributed).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 
 from pipeline.config.triage import TriageConfig
 from pipeline.triage.evidence import SHARES, focus
+from pipeline.triage.objects import BUILT_STANDING
 
 SuspectReason = Literal["not_found", "confirmed_cue", "surroundings", "outline_mismatch"]
 
@@ -57,12 +59,14 @@ NEUTRAL_FOCUS: Final[float] = 0.5
 @dataclass(frozen=True)
 class Evidence:
     """What ranks a candidate: ``mean_prob`` (0-1), ``area_ha``, ``focus`` (0-1 or NaN: not
-    attributed) and ``cue`` (a confirmed cue, "" when none)."""
+    attributed), ``cue`` (a confirmed cue, "" when none) and ``built`` (``new``, ``standing``
+    or "" from the map's timeline, :func:`pipeline.triage.objects.built_class`)."""
 
     mean_prob: float
     area_ha: float
     focus: float
     cue: str
+    built: str = ""
 
 
 def candidate_score(ev: Evidence, cfg: TriageConfig) -> float:
@@ -70,7 +74,8 @@ def candidate_score(ev: Evidence, cfg: TriageConfig) -> float:
     size = ev.area_ha / (ev.area_ha + cfg.half_area_ha) if ev.area_ha > 0 else 0.0
     attribution = ev.focus if math.isfinite(ev.focus) else NEUTRAL_FOCUS
     penalty = cfg.cue_penalty if ev.cue else 1.0
-    return float(ev.mean_prob * size * attribution * penalty)
+    standing = cfg.standing_penalty if ev.built == BUILT_STANDING else 1.0
+    return float(ev.mean_prob * size * attribution * penalty * standing)
 
 
 def tag_text(tags: dict[str, str]) -> str:
@@ -105,10 +110,17 @@ def candidates(
         focus(i, r) for i, r in zip(frame["share_inside"], frame["share_ring"], strict=True)
     ]
     frame["cue"] = cues[keep].astype(str)
+    built = frame["built"] if "built" in frame else pd.Series([""] * len(frame), frame.index)
+    frame["built"] = built.fillna("").astype(str)
     frame["score"] = [
-        candidate_score(Evidence(p, a, f, c), cfg)
-        for p, a, f, c in zip(
-            frame["mean_prob"], frame["area_ha"], frame["focus"], frame["cue"], strict=True
+        candidate_score(Evidence(p, a, f, c, b), cfg)
+        for p, a, f, c, b in zip(
+            frame["mean_prob"],
+            frame["area_ha"],
+            frame["focus"],
+            frame["cue"],
+            frame["built"],
+            strict=True,
         )
     ]
     frame = frame.sort_values(["score", "object_id"], ascending=[False, True])

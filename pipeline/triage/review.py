@@ -40,7 +40,8 @@ CANDIDATE_COLUMNS = Columns(
     ("source", "map (wall-to-wall map) or predict (predicted patches only: no map)"),
     (
         "score",
-        "evidence score: mean_prob x area/(area + triage.half_area_ha) x focus x cue penalty",
+        "evidence score: mean_prob x area/(area + triage.half_area_ha) x focus x cue penalty "
+        "x standing penalty",
     ),
     ("mean_prob", "mean model probability over the polygon (0-1)"),
     ("max_prob", "highest model probability in the polygon (0-1)"),
@@ -49,6 +50,11 @@ CANDIDATE_COLUMNS = Columns(
     *_SHARES.pairs(),
     ("focus", "share_inside / (share_inside + share_ring): 1 = evidence inside the polygon"),
     ("cue", "spurious cue the audit confirmed on it (empty: none)"),
+    (
+        "built",
+        "from the map's timeline: new (built during map.windows), standing (a farm since the "
+        "first window) or empty (one window, or first seen after a gap)",
+    ),
     ("dates", "acquisition dates the map used there"),
     ("acquisitions", "STAC item ids the map used there"),
     ("quicklook", "run-relative path of the mapped farm's composite patch (empty: none)"),

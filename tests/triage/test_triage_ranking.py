@@ -18,7 +18,7 @@ from pipeline.triage.evidence import (
     object_attribution,
     object_cues,
 )
-from pipeline.triage.objects import from_predicted
+from pipeline.triage.objects import built_class, from_map, from_predicted
 from pipeline.triage.overlap import cover
 from pipeline.triage.ranking import (
     SUGGESTED_TAGS,
@@ -69,6 +69,49 @@ def test_candidate_score_rises_with_evidence_and_a_confirmed_cue_cuts_it() -> No
         0.8 * 10 / 12 * 0.5
     )
     assert math.isnan(focus(0.0, 0.0)) and focus(0.75, 0.25) == 0.75
+
+
+def test_timeline_built_class_and_the_standing_penalty() -> None:
+    assert built_class(True, "2016-01", "2015-07") == "new"
+    assert built_class(False, "2015-07", "2015-07") == "standing"
+    assert built_class(False, "2015-10", "2015-07") == ""  # first seen after a gap: unknown
+    assert built_class(False, "", "") == ""
+    base = candidate_score(Evidence(0.8, 10.0, 0.9, "", "new"), CFG)
+    assert candidate_score(Evidence(0.8, 10.0, 0.9, ""), CFG) == pytest.approx(base)
+    assert candidate_score(Evidence(0.8, 10.0, 0.9, "", "standing"), CFG) == pytest.approx(
+        base * CFG.standing_penalty
+    )
+
+
+def test_a_new_farm_outranks_a_stronger_standing_look_alike() -> None:
+    farms = frame(
+        [box(0, 0, 300, 300), box(1000, 0, 1300, 300), box(2000, 0, 2300, 300)],
+        farm_id=["m1", "m2", "m3"],
+        area_ha=9.0,
+        mean_prob=[0.95, 0.6, 0.7],
+        max_prob=1.0,
+        construction_window=["2015-07", "2016-01", "2015-10"],
+        new=[False, True, False],
+        **{"status_2015-07": ["farm", "clear", "unseen"], "status_2016-01": "farm"},
+    )
+    objects = from_map(farms)
+    assert list(objects["built"]) == ["standing", "new", ""]
+    labels = frame([box(5000, 0, 5100, 100)], farm_id=["w1"])
+    shares = pd.DataFrame(
+        math.nan, index=objects.index, columns=["share_inside", "share_ring", "share_outside"]
+    )
+    cues = pd.Series(["", "", ""], index=objects.index)
+    out = candidates(objects, cover(objects, labels, labels["farm_id"]), shares, cues, CFG)
+    assert list(out["object_id"]) == ["m3", "m2", "m1"]
+    assert list(out["built"]) == ["", "new", "standing"]
+    flat = candidates(
+        objects,
+        cover(objects, labels, labels["farm_id"]),
+        shares,
+        cues,
+        CFG.model_copy(update={"standing_penalty": 1.0}),
+    )
+    assert list(flat["object_id"]) == ["m1", "m3", "m2"]  # without the timeline: probability
 
 
 def test_suspect_reasons_in_order_of_strength() -> None:
