@@ -78,6 +78,7 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         plots=build_plots(run_flags, sanity, curves, cfg.audit.enrichment_threshold),
         notes=capped_notes(len(farms), cfg.report.max_cards),
         triage=read_triage(paths, cfg.triage.report_rows),
+        concepts=read_json(paths.concepts, {}),
     )
     write_text(paths.report, render(data))
     summary = {
