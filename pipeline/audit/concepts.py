@@ -3,7 +3,7 @@ farm?
 
 Per-farm maps and counterfactuals say what one prediction leans on. Testing with Concept
 Activation Vectors (Kim et al. 2018; ``captum.concept.TCAV``) asks the model-level question: at a
-layer of the U-Net, the direction separating the activations of cue crops (snow blobs cut from
+layer of the U-Net, the direction separating the channel means of cue crops (snow blobs cut from
 the run's own patches) from those of plain background crops is the concept; the TCAV score is
 the share of farm crops whose farm output rises along it. A concept is significant when its
 scores against ``audit.concept_random`` random concepts (other plain background crops) differ
@@ -45,7 +45,10 @@ CONCEPT_COLUMNS = Columns(
     ("tcav_score", "mean share of farm crops whose farm output rises along the concept (0-1)"),
     ("null_score", "the same for a random concept against the same randoms (0-1)"),
     ("p_value", "two-sided t-test of the concept's scores against the random concept's"),
-    ("significant", "p_value below audit.concept_alpha / number of layers"),
+    (
+        "significant",
+        "p_value below audit.concept_alpha / number of layers, with cav_accuracy at least 0.7",
+    ),
     ("cav_accuracy", "mean held-out accuracy of the concept-vs-random linear classifiers"),
     ("reason", "why the concept could not be tested"),
 )
@@ -173,27 +176,48 @@ def resolve_layers(net: nn.Module, wanted: Sequence[str]) -> tuple[str, ...]:
 
 
 class LinearCAV:
-    """An L2-regularized logistic regression on flattened activations, fitted with L-BFGS:
-    the concept activation vector is its weight (captum's ``Classifier`` interface, without
-    scikit-learn). A seeded third of the examples is held out for the accuracy."""
+    """An L2-regularized logistic regression fitted with L-BFGS on spatially pooled activations:
+    the concept activation vector (captum's ``Classifier`` interface, without scikit-learn).
 
-    def __init__(self, seed: int = 0, l2: float = 1e-3) -> None:
-        self.seed, self.l2 = seed, l2
+    A U-Net's layer activations are maps: snow at the centre of a concept crop and snow beside
+    the farm of a tested crop sit at different places, and a CAV on the flattened map would
+    compare places, not things. The classifier therefore fits one weight per channel on the
+    channel means, and the CAV it returns spreads each channel's weight evenly over the map
+    (the directional derivative is then that of a uniform rise of the channel). ``shapes`` maps
+    a flattened size to its layer's ``(C, H, W)``; a size it does not know is fitted flat. A
+    seeded third of the examples is held out for the accuracy.
+    """
+
+    def __init__(
+        self, seed: int = 0, shapes: Mapping[int, tuple[int, int, int]] | None = None
+    ) -> None:
+        self.seed, self.l2 = seed, 1e-3
+        self.shapes = dict(shapes or {})
         self._w = torch.zeros(0)
+        self._spread = 1
         self._classes: list[int] = []
+
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+        shape = self.shapes.get(x.shape[1])
+        if shape is None:
+            self._spread = 1
+            return x
+        channels, height, width = shape
+        self._spread = height * width
+        return x.view(len(x), channels, height * width).mean(dim=2)
 
     def train_and_eval(self, dataloader: DataLoader, **_: Any) -> dict[str, torch.Tensor]:
         xs, ys = zip(*list(dataloader), strict=True)
-        x = torch.cat(xs).flatten(1).double().cpu()
+        x = self._pooled(torch.cat(xs).flatten(1).double().cpu())
         y = torch.cat(ys).cpu()
         self._classes = sorted({int(v) for v in y.tolist()})
         target = (y == self._classes[-1]).double()
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))
         test, train = perm[: len(x) // 3], perm[len(x) // 3 :]
-        scale = x[train].abs().mean().clamp(min=1e-12)
-        w = torch.zeros(x.shape[1] + 1, dtype=torch.float64, requires_grad=True)
-        opt = torch.optim.LBFGS([w], max_iter=100, line_search_fn="strong_wolfe")
-        feats = torch.cat([x / scale, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+        mean, std = x[train].mean(0), x[train].std(0).clamp(min=1e-9)
+        feats = torch.cat([(x - mean) / std, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+        w = torch.zeros(feats.shape[1], dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([w], max_iter=50, line_search_fn="strong_wolfe")
 
         def closure() -> torch.Tensor:
             opt.zero_grad()
@@ -204,7 +228,8 @@ class LinearCAV:
             return loss
 
         opt.step(closure)
-        self._w = w.detach()[:-1].float()
+        direction = (w.detach()[:-1] / std).float()  # back in activation units
+        self._w = direction.repeat_interleave(self._spread) / self._spread
         pred = (feats[test] @ w.detach()) > 0
         acc = (pred == target[test].bool()).double().mean() if len(test) else torch.tensor(1.0)
         return {"accs": acc}
@@ -214,6 +239,31 @@ class LinearCAV:
 
     def classes(self) -> list[int]:
         return self._classes
+
+
+def layer_shapes(model: nn.Module, layers: Sequence[str], x: torch.Tensor) -> dict[int, Any]:
+    """Flattened size -> ``(C, H, W)`` of each layer's output on ``x`` (sizes two layers share
+    are left out: their CAVs are fitted flat)."""
+    found: dict[str, tuple[int, int, int]] = {}
+    modules = dict(model.named_modules())
+    hooks = [
+        modules[name].register_forward_hook(
+            lambda _m, _i, out, name=name: found.__setitem__(name, tuple(out.shape[1:]))
+        )
+        for name in layers
+    ]
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    sizes = [int(np.prod(shape)) for shape in found.values()]
+    return {
+        size: shape
+        for size, shape in zip(sizes, found.values(), strict=True)
+        if sizes.count(size) == 1 and len(shape) == 3
+    }
 
 
 def _concept(ident: int, name: str, crops: torch.Tensor) -> Any:
@@ -253,7 +303,8 @@ def tcav_scores(
     named = {n: _concept(i, n, c) for i, (n, c) in enumerate(data.concepts.items())}
     sets = [[c, r] for c in [*named.values(), probe] for r in randoms]
     with tempfile.TemporaryDirectory() as tmp, torch.enable_grad():
-        tcav = TCAV(model, list(layers), classifier=LinearCAV(seed), save_path=tmp)
+        shapes = layer_shapes(model, layers, data.inputs)
+        tcav = TCAV(model, list(layers), classifier=LinearCAV(seed, shapes), save_path=tmp)
         out = tcav.interpret(data.inputs, sets, additional_forward_args=(data.masks,))
         accs = {
             key: {layer: float(cav.stats["accs"]) for layer, cav in per_layer.items()}
@@ -274,9 +325,18 @@ def tcav_scores(
     return result
 
 
-def significance(scores: Sequence[float], null: Sequence[float], alpha: float) -> dict[str, Any]:
+#: Held-out accuracy a layer's concept-vs-random classifiers need for the concept to count as
+#: one there: a random sample of plain background is not separable from another (about 0.5),
+#: and its direction, however consistent, is no concept.
+MIN_CAV_ACCURACY = 0.7
+
+
+def significance(
+    scores: Sequence[float], null: Sequence[float], alpha: float, accuracy: float = 1.0
+) -> dict[str, Any]:
     """The t-test of a concept's scores against the null's: p-value and whether it is below
-    ``alpha`` (already divided by the number of layers). Two constant, equal samples give
+    ``alpha`` (already divided by the number of layers) with the concept separable from plain
+    background (``accuracy`` >= :data:`MIN_CAV_ACCURACY`). Two constant, equal samples give
     p = 1; constant, different ones p = 0."""
     a, b = np.asarray(scores, float), np.asarray(null, float)
     if a.std() == 0 and b.std() == 0:
@@ -287,7 +347,7 @@ def significance(scores: Sequence[float], null: Sequence[float], alpha: float) -
         "tcav_score": float(a.mean()),
         "null_score": float(b.mean()),
         "p_value": p,
-        "significant": bool(p < alpha),
+        "significant": bool(p < alpha and accuracy >= MIN_CAV_ACCURACY),
     }
 
 
@@ -310,12 +370,13 @@ def layer_rows(
     rows = []
     for layer in layers:
         res = found[layer]
+        accuracy = float(np.mean(res["accuracy"]))
         row = {
             "concept": name,
             "layer": layer.removeprefix("net."),
             "examples": examples,
-            **significance(res["scores"], res["null"], alpha / len(layers)),
-            "cav_accuracy": float(np.mean(res["accuracy"])),
+            **significance(res["scores"], res["null"], alpha / len(layers), accuracy),
+            "cav_accuracy": accuracy,
             "reason": "",
         }
         rows.append(row)

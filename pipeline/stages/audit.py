@@ -17,6 +17,7 @@ verdict), with ``audit.concepts`` the model-level concept tests ``concepts.csv``
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,9 @@ def _concepts(
     each concept's verdict."""
     if access is None or not cfg.audit.concepts:
         return [], {}
+    start = time.perf_counter()
     rows, doc = run_concepts(list(scan.patches.values()), access, cfg.audit, cfg.run.seed)
+    doc["seconds"] = round(time.perf_counter() - start, 1)
     frame = pd.DataFrame(rows).reindex(columns=list(CONCEPT_COLUMNS))
     written = [_write_csv(paths.concepts_table, frame), write_json(paths.concepts, doc)]
     return written, {c: v["verdict"] for c, v in doc["concepts"].items()}
