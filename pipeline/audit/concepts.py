@@ -269,7 +269,11 @@ def layer_shapes(model: nn.Module, layers: Sequence[str], x: torch.Tensor) -> di
 def _concept(ident: int, name: str, crops: torch.Tensor) -> Any:
     from captum.concept import Concept
 
-    loader = DataLoader(crops, batch_size=64, shuffle=False)
+    loader: DataLoader[torch.Tensor] = DataLoader(
+        crops,  # type: ignore[arg-type]  # a tensor is a map-style dataset of its rows
+        batch_size=64,
+        shuffle=False,
+    )
     return Concept(ident, name, loader)
 
 
@@ -452,8 +456,8 @@ def run_concepts(
             torch.from_numpy(np.stack([m for _, m in farms])),
         )
         found = tcav_scores(FarmOutput(access.model).eval(), layers, data, seed)
-        for cue, crops in testable.items():
-            rows += layer_rows(cue, layers, found[cue], len(crops), audit.concept_alpha)
+        for name, examples in testable.items():
+            rows += layer_rows(name, layers, found[name], len(examples), audit.concept_alpha)
     return rows, concept_document(rows, layers, len(farms), audit)
 
 
