@@ -134,6 +134,24 @@ class RunPaths:
         return self.stage_dir("fetch") / f"scl_{epsg}.vrt"
 
     @property
+    def alternates_dir(self) -> Path:
+        """Folder of the patches' other acquisitions in the window (``fetch.alternates``)."""
+        return self.stage_dir("fetch") / "alternates"
+
+    def alternate_image(self, patch_id: str, rank: int) -> Path:
+        """10-band COG of a patch's ``rank``-th other acquisition (1 = clearest), same grid."""
+        return self.alternates_dir / f"{patch_id}_alt{rank}.tif"
+
+    def alternate_scl(self, patch_id: str, rank: int) -> Path:
+        """SCL COG of that acquisition on the same grid."""
+        return self.alternates_dir / f"{patch_id}_alt{rank}_scl.tif"
+
+    def alternates_list(self, patch_id: str) -> Path:
+        """JSON: the patch's other acquisitions (rank, item id, datetime, clear and snow shares,
+        image and SCL paths relative to the run folder) and the digest they were written with."""
+        return self.alternates_dir / f"{patch_id}.json"
+
+    @property
     def fetch_index(self) -> Path:
         """GeoPackage: one row per planned patch (patch_id, status, item_id, clear share)."""
         return self.stage_dir("fetch") / "index.gpkg"
@@ -435,6 +453,16 @@ class RunPaths:
     def flags(self) -> Path:
         """CSV: one row per farm target and cue, with the counterfactual and the verdict."""
         return self.stage_dir("audit") / "flags.csv"
+
+    @property
+    def concepts(self) -> Path:
+        """JSON: model-level concept tests (TCAV) per concept and layer, with the verdict."""
+        return self.stage_dir("audit") / "concepts.json"
+
+    @property
+    def concepts_table(self) -> Path:
+        """CSV: one row per concept and layer of the concept tests (:data:`CONCEPT_COLUMNS`)."""
+        return self.stage_dir("audit") / "concepts.csv"
 
     @property
     def flags_gpkg(self) -> Path:

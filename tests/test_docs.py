@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from pipeline.audit.concepts import CONCEPT_COLUMNS
 from pipeline.audit.faithfulness import FAITHFULNESS_COLUMNS
 from pipeline.audit.flags import CUE_GROUP, FARM_HEAD, FLAG_COLUMNS
 from pipeline.audit.patches import CUE_COLUMNS
@@ -24,6 +25,7 @@ def test_outputs_doc_states_every_column_with_its_meaning() -> None:
         (POOLED_COLUMNS, ""),
         (CUE_COLUMNS, ""),
         (FAITHFULNESS_COLUMNS, ""),
+        (CONCEPT_COLUMNS, ""),
         (CANDIDATE_COLUMNS, ""),
         (SUSPECT_COLUMNS, ""),
         (WINDOW_COLUMNS, ""),

@@ -70,6 +70,10 @@ def std_error_tags(result: AttributionResult) -> dict[str, str]:
     }
 
 
+#: Parameters of a temporal baseline (or its fallback) written as tags of their own.
+BASELINE_TAGS = ("baseline_item", "baseline_datetime", "baseline_fallback")
+
+
 def attribution_tags(
     result: AttributionResult,
     *,
@@ -100,6 +104,7 @@ def attribution_tags(
         "model_sha256": model_sha256,
         "stac_item_ids": json.dumps(list(stac_item_ids)),
         "units": UNITS,
+        **{k: str(result.params[k]) for k in BASELINE_TAGS if k in result.params},
         **std_error_tags(result),
     }
 

@@ -39,6 +39,7 @@ from pipeline.attribution.superpixels import (
     slic_superpixels,
 )
 from pipeline.attribution.targets import Target, TargetForward
+from pipeline.attribution.temporal import TemporalReference
 from pipeline.bands import BAND_GROUPS, BANDS
 from pipeline.config.attribute import AttributeConfig
 from pipeline.errors import AttributionError
@@ -127,6 +128,8 @@ class MethodSpec:
         superpixels: Whether its players are SLIC superpixels.
         signed: Whether the aggregate map's sign means something (diverging colour map);
             unsigned maps are non-negative.
+        temporal: Whether ``attribute.baseline: temporal`` replaces its baseline with the
+            patch on a cue-free date (:mod:`pipeline.attribution.temporal`).
     """
 
     fn: MethodFn
@@ -135,6 +138,7 @@ class MethodSpec:
     baseline: BaselineRule | None
     superpixels: bool
     signed: bool
+    temporal: bool = False
 
 
 @dataclass(frozen=True)
@@ -534,12 +538,14 @@ METHODS: dict[str, MethodSpec] = {
     "saliency": MethodSpec(saliency, "max_abs", "never", None, False, False),
     "input_x_gradient": MethodSpec(input_x_gradient, "sum", "never", None, False, True),
     "integrated_gradients": MethodSpec(
-        integrated_gradients, "sum", "always", "configured", False, True
+        integrated_gradients, "sum", "always", "configured", False, True, temporal=True
     ),
     "smoothgrad": MethodSpec(smoothgrad, "max_abs", "never", None, False, False),
     "kernel_shap": MethodSpec(kernel_shap, "sum", "always", "median", True, True),
     "shapley_sampling": MethodSpec(shapley_sampling, "sum", "always", "median", True, True),
-    "superpixel_shap": MethodSpec(superpixel_shap, "sum", "always", "median", True, True),
+    "superpixel_shap": MethodSpec(
+        superpixel_shap, "sum", "always", "median", True, True, temporal=True
+    ),
     "band_shapley": MethodSpec(band_shapley, "sum", "always", "median", False, True),
     "occlusion": MethodSpec(occlusion, "sum", "never", "median", False, True),
     # Grad-CAM's map is ReLU'd (non-negative) and repeated over bands: summed, but unsigned
@@ -586,8 +592,11 @@ def method_inputs(
     cfg: AttributeConfig,
     seed: int,
     superpixels: np.ndarray | None,
+    reference: TemporalReference | None = None,
 ) -> tuple[MethodInputs, dict[str, Any]]:
-    """The baseline and superpixels ``spec`` declares, and their parameters for the tags.
+    """The baseline and superpixels ``spec`` declares, and their parameters for the tags
+    (``baseline``: the one used; with ``attribute.baseline: temporal``, ``baseline_item`` and
+    ``baseline_datetime``, or ``baseline_fallback``: why the default was used instead).
 
     Args:
         spec: The method.
@@ -595,6 +604,7 @@ def method_inputs(
         cfg: Baseline blur and SLIC settings.
         seed: The method's seed.
         superpixels: ``(H, W)`` labels to use, or ``None`` to run SLIC when needed.
+        reference: The patch on a cue-free date (``attribute.baseline: temporal``).
 
     Raises:
         AttributionError: the superpixels do not fit ``x`` or are not labels ``0..n-1``.
@@ -608,9 +618,17 @@ def method_inputs(
         segments = check_superpixels(superpixels, (x.shape[-2], x.shape[-1]))
         params["n_superpixels"] = int(segments.max()) + 1
     name = baseline_name(spec, cfg)
+    if spec.temporal and cfg.baseline == "temporal":
+        if reference is not None and reference.x is not None:
+            params.update(baseline_item=reference.item_id, baseline_datetime=reference.datetime)
+            params["baseline"] = "temporal"
+            return MethodInputs(seed, reference.x.to(x.device, x.dtype), segments), params
+        why = reference.reason if reference is not None else "no temporal reference was loaded"
+        params["baseline_fallback"] = f"{name} instead of temporal: {why}"
     baseline = None if name is None else make_baseline(name, x, blur_sigma=cfg.blur_sigma)
     if name == "blur":
         params["blur_sigma"] = cfg.blur_sigma
+    params["baseline"] = name
     return MethodInputs(seed, baseline, segments), params
 
 
@@ -669,6 +687,7 @@ def explain(
     *,
     seed: int,
     superpixels: np.ndarray | None = None,
+    reference: TemporalReference | None = None,
 ) -> AttributionResult:
     """Explain ``target`` of ``model`` at ``x`` with ``method``.
 
@@ -680,6 +699,8 @@ def explain(
         cfg: Budgets and baselines.
         seed: Seeds every random draw (SHAP sampling, SmoothGrad noise, L-Shapley orders).
         superpixels: ``(H, W)`` integer labels for the superpixel methods (SLIC when ``None``).
+        reference: The patch on a cue-free date, the baseline of the methods declared
+            ``temporal`` under ``attribute.baseline: temporal``.
 
     Returns:
         An :class:`AttributionResult` with values on CPU.
@@ -690,7 +711,7 @@ def explain(
     """
     spec = _check_inputs(method, x, target)
     forward = TargetForward(model, target).to(x.device)
-    inputs, input_params = method_inputs(spec, x.detach(), cfg, seed, superpixels)
+    inputs, input_params = method_inputs(spec, x.detach(), cfg, seed, superpixels, reference)
     out = _run_method(spec, forward, x, cfg, inputs)
     attr = _finite(out.values, method, target)
     score, baseline_score = _scores(forward, x, inputs.baseline)
@@ -701,7 +722,7 @@ def explain(
         **input_params,
         **out.params,
         "reduction": spec.reduction,
-        "baseline": baseline_name(spec, cfg),
+        "baseline": input_params["baseline"],
         "seed": seed,
         "all_zero": not bool(attr.any()),
     }

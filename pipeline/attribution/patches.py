@@ -19,7 +19,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +44,14 @@ from pipeline.attribution.objects import polygon_target, region_mass, ring_mask
 from pipeline.attribution.quicklook import write_quicklook
 from pipeline.attribution.superpixels import slic_superpixels
 from pipeline.attribution.targets import Target, patch_target, predicted_mask_target
+from pipeline.attribution.temporal import TemporalReference, reference_input
 from pipeline.bands import BANDS, band_index
 from pipeline.config.attribute import AttributeConfig
 from pipeline.errors import AttributionError, PipelineError
 from pipeline.geo.raster import Grid, read_patch, read_raster
 from pipeline.model.io import ModelMeta, check_bands, normalize
 from pipeline.paths import RunPaths
+from pipeline.stac.alternates import read_alternates
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,8 @@ class PatchInput:
         mapped: A mapped farm's patch (``map/patches/``): its farm is its only target.
         predicted: ``(H, W)`` bool mask the model predicts on ``x`` when already computed
             (:func:`target_keys` returns it), else ``None``.
+        reference: The patch on a cue-free date (``attribute.baseline: temporal``), or
+            ``None`` when not asked for.
     """
 
     patch_id: str
@@ -78,6 +82,7 @@ class PatchInput:
     valid: np.ndarray
     mapped: bool = False
     predicted: np.ndarray | None = None
+    reference: TemporalReference | None = None
 
 
 def load_patch(
@@ -93,6 +98,22 @@ def load_patch(
     check_bands(meta, BANDS, path)
     x = normalize(array, meta)[None].to(device)
     return PatchInput(patch_id, array, grid, tags, x, (array != 0).any(axis=0), mapped)
+
+
+def with_reference(
+    patch: PatchInput, paths: RunPaths, meta: ModelMeta, cfg: AttributeConfig
+) -> PatchInput:
+    """``patch`` with its temporal baseline (:func:`reference_input` on its other acquisitions)
+    when ``attribute.baseline`` is ``temporal``; a mapped farm's patch has none."""
+    if cfg.baseline != "temporal":
+        return patch
+    if patch.mapped:
+        why = "a mapped farm's patch has no other acquisitions"
+        return replace(patch, reference=TemporalReference(None, reason=why))
+    alternates = read_alternates(paths, patch.patch_id, patch.grid)
+    device = patch.x.device
+    ref = reference_input(patch.array, alternates, meta, device, cfg.temporal_max_cue_share)
+    return replace(patch, reference=ref)
 
 
 @dataclass(frozen=True)
@@ -386,7 +407,14 @@ def explain_target(
     start = time.perf_counter()
     try:
         result = explain(
-            method, job.model, patch.x, target, job.cfg, seed=seed, superpixels=superpixels
+            method,
+            job.model,
+            patch.x,
+            target,
+            job.cfg,
+            seed=seed,
+            superpixels=superpixels,
+            reference=patch.reference,
         )
     except AttributionError as err:
         return skip_records([Skip(pid, method, target.name, target.target_id, str(err))])

@@ -35,6 +35,7 @@ from pipeline.attribution.patches import (
     load_patch,
     target_keys,
     unreadable_patch,
+    with_reference,
 )
 from pipeline.compute import run_tasks
 from pipeline.config.attribute import AttributeConfig
@@ -101,7 +102,8 @@ def _job(spec: AttributeSpec) -> tuple[AttributeJob, ModelMeta]:
 
 def _load(job: AttributeJob, meta: ModelMeta, task: PatchTask) -> PatchInput:
     device = next(job.model.parameters()).device
-    return load_patch(task.image, task.patch_id, meta, device, mapped=task.mapped)
+    patch = load_patch(task.image, task.patch_id, meta, device, mapped=task.mapped)
+    return with_reference(patch, job.paths, meta, job.cfg)
 
 
 @dataclass(frozen=True)

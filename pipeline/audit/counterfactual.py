@@ -438,6 +438,23 @@ def counterfactual_columns(
     }
 
 
+def scorer(
+    access: ModelAccess, audit: AuditConfig, gsd: float
+) -> Callable[[Sequence[Case]], CounterfactualResult]:
+    """:func:`pooled_counterfactual` with the model and the audit's thresholds bound (``gsd``:
+    the patches' pixel size in metres, for the IoU's neighbourhood)."""
+    return partial(
+        pooled_counterfactual,
+        access.model,
+        access.normalize,
+        threshold=access.threshold,
+        near_px=max(3, buffer_pixels(audit.buffer_m, gsd)),
+        prob_threshold=audit.counterfactual_threshold,
+        iou_threshold=audit.counterfactual_iou,
+        logit_threshold=audit.counterfactual_logit,
+    )
+
+
 def run_counterfactual(
     row: Mapping[str, Any],
     cases: Sequence[tuple[PatchData, np.ndarray]],
@@ -461,16 +478,7 @@ def run_counterfactual(
     prepared = prepare_cases(row, cases, access.bands, audit)
     if not prepared.usable:
         return {"cf_status": "skipped", "cf_reason": "; ".join(prepared.reasons)}
-    score = partial(
-        pooled_counterfactual,
-        access.model,
-        access.normalize,
-        threshold=access.threshold,
-        near_px=max(3, buffer_pixels(audit.buffer_m, cases[0][0].grid.res)),
-        prob_threshold=audit.counterfactual_threshold,
-        iou_threshold=audit.counterfactual_iou,
-        logit_threshold=audit.counterfactual_logit,
-    )
+    score = scorer(access, audit, cases[0][0].grid.res)
     res = score(prepared.usable)
     placebo = score(prepared.placebos) if prepared.placebos else None
     return counterfactual_columns(res, placebo_columns(placebo, res, audit.placebo_ratio), prepared)

@@ -117,6 +117,43 @@ FLAG_COLUMNS = (
             "specific",
             "|logit_change| >= audit.placebo_ratio x |placebo_logit_change|",
         ),
+        (
+            "counterfactuals",
+            "which counterfactuals ran: inpainting_and_temporal, inpainting_only (no other "
+            "acquisition shows the cue's pixels clear; see temporal_reason) or none",
+        ),
+        (
+            "temporal_verdict",
+            "the verdict had the real-background (temporal) counterfactual decided it: "
+            "confirmed or unconfirmed (empty when it did not run)",
+        ),
+        (
+            "counterfactuals_agree",
+            "both counterfactuals ran and agree on whether the prediction moved (empty: not both)",
+        ),
+        ("temporal_status", "ok, no_clear_acquisition or not_run"),
+        ("temporal_reason", "why the temporal counterfactual did not run"),
+        (
+            "temporal_items",
+            "the acquisitions (STAC item ids, JSON list) whose pixels replaced the cue",
+        ),
+        ("temporal_dates", "their dates (JSON list, ISO 8601 UTC)"),
+        (
+            "temporal_logit_change",
+            "change of the farm's mean log-odds when the cue's pixels are those of that date",
+        ),
+        ("temporal_prob_change", "the same as a change of mean probability"),
+        ("temporal_mask_iou", "IoU of the predicted masks near the farm, before and after"),
+        ("temporal_replaced", "pixels replaced (cue pixels, inpainted remainder included)"),
+        (
+            "temporal_placebo_logit_change",
+            "logit change when the placebo pixels are replaced from the same date (the control)",
+        ),
+        (
+            "temporal_specific",
+            "|temporal_logit_change| >= audit.placebo_ratio x |temporal_placebo_logit_change|",
+        ),
+        ("temporal_moved", "the prediction moved on real background, and specifically"),
         ("cf_patch", "patches the counterfactual re-predicted (JSON list, main patch first)"),
         ("cf_status", "ok, skipped or not_run (only flagged rows get a counterfactual)"),
         ("cf_reason", "why the counterfactual was skipped or what it left out"),
@@ -137,6 +174,12 @@ SUMMARY_COLUMNS = Columns(
     ("flagged_fraction", "flagged / cue_present"),
     ("confirmed_fraction", "confirmed / cue_present"),
     ("not_computable", "farm targets where the cue could not be computed"),
+    (
+        "temporal_run",
+        "of the counterfactuals run, those also run on real background (another acquisition)",
+    ),
+    ("temporal_confirmed", "of those, confirmed by the real-background counterfactual"),
+    ("counterfactuals_agree", "of those, where both counterfactuals agree"),
 )
 
 #: The columns each cue gets in the farm table (``<cue>_<name>``; see :func:`farm_columns`).
@@ -174,7 +217,12 @@ def farm_columns(cues: Sequence[str]) -> Columns:
 
 
 #: A flag row's counterfactual columns -> their values when no counterfactual ran.
-CF_NOT_RUN: dict[str, Any] = {"cf_status": "not_run", "cf_reason": ""}
+CF_NOT_RUN: dict[str, Any] = {
+    "cf_status": "not_run",
+    "cf_reason": "",
+    "counterfactuals": "none",
+    "temporal_status": "not_run",
+}
 
 #: ``flag row -> its counterfactual columns`` (``cf_status``, ``moved``, ...).
 CounterfactualFn = Callable[[dict[str, Any]], dict[str, Any]]
@@ -248,8 +296,22 @@ def run_summary(flags: pd.DataFrame) -> dict[str, dict[str, float | int | None]]
             "flagged_fraction": n_flag / n if n else None,
             "confirmed_fraction": n_conf / n if n else None,
             "not_computable": int((rows["verdict"] == "not_computable").sum()),
+            **_temporal_counts(rows),
         }
     return out
+
+
+def _temporal_counts(rows: pd.DataFrame) -> dict[str, int]:
+    """:func:`run_summary`'s counts of the real-background counterfactual."""
+    ran = rows[rows.get("temporal_status", pd.Series("", index=rows.index)) == "ok"]
+    agree = ran.get("counterfactuals_agree", pd.Series(dtype=object))
+    return {
+        "temporal_run": len(ran),
+        "temporal_confirmed": int(
+            (ran.get("temporal_verdict", pd.Series(dtype=object)) == "confirmed").sum()
+        ),
+        "counterfactuals_agree": int(sum(str(v).lower() == "true" for v in agree)),
+    }
 
 
 def best_rows(per_method: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -278,15 +340,21 @@ def wants_counterfactual(row: dict[str, Any], scope: str) -> bool:
 def with_verdict(row: dict[str, Any], cf: dict[str, Any]) -> dict[str, Any]:
     """``row`` with the counterfactual columns ``cf`` and the :func:`verdict`.
 
-    ``moved`` counts only when the counterfactual ran (``cf_status`` ``ok``).
+    ``moved`` counts only when the counterfactual ran (``cf_status`` ``ok``). The verdict is
+    the inpainting counterfactual's (as before real backgrounds existed); ``temporal_verdict``
+    is the one the real-background counterfactual gives, when it ran.
     """
     moved = cf.get("moved") if cf.get("cf_status") == "ok" else None
     out = {**row, **cf}
-    out["verdict"] = verdict(
-        computable=bool(out["computable"]),
-        cue_present=bool(out["cue_present"]),
-        flagged=bool(out["flagged"]),
-        moved=moved,
+    facts = {
+        "computable": bool(out["computable"]),
+        "cue_present": bool(out["cue_present"]),
+        "flagged": bool(out["flagged"]),
+    }
+    out["verdict"] = verdict(**facts, moved=moved)
+    temporal_ran = cf.get("temporal_status") == "ok"
+    out["temporal_verdict"] = (
+        verdict(**facts, moved=bool(cf.get("temporal_moved"))) if temporal_ran else ""
     )
     return out
 
@@ -499,7 +567,21 @@ def verdict_in_words(row: Mapping[str, Any], audit: AuditConfig) -> str:
     moved = "; ".join(_moved_words(row, audit))
     placebo = _placebo_words(row, audit)
     head = "confirmed" if verdict == "confirmed" else "not confirmed"
-    return f"{words}; {head}: {moved}; {placebo}"
+    return f"{words}; {head}: {moved}; {placebo}; {_temporal_words(row)}"
+
+
+def _temporal_words(row: Mapping[str, Any]) -> str:
+    """What the real-background counterfactual found, or why there was none."""
+    if str(row.get("temporal_status")) != "ok":
+        reason = str(row.get("temporal_reason") or "no other acquisition")
+        return f"inpainting counterfactual only ({reason})"
+    dz = _number(row.get("temporal_logit_change"))
+    items = ", ".join(_patch_list(row.get("temporal_items")))
+    agree = str(row.get("counterfactuals_agree")).lower() == "true"
+    return (
+        f"on real background ({items}) the log-odds changed {_g(dz)}: "
+        f"{row.get('temporal_verdict')}, {'agreeing' if agree else 'disagreeing'} with inpainting"
+    )
 
 
 def finite_or_none(value: float) -> float | None:

@@ -28,6 +28,7 @@ from pipeline.errors import AuditError, MissingArtifactError, RasterError
 from pipeline.geo.masks import geometries_mask, grid_footprint_lonlat
 from pipeline.geo.raster import Grid, read_raster
 from pipeline.paths import RunPaths
+from pipeline.stac.alternates import Alternate, read_alternates
 from pipeline.tables import Columns
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class PatchData:
         labels: ``(H, W)`` bool label mask (all False when the patch has none).
         predicted: ``(H, W)`` bool predicted mask (all False when the patch has none).
         cues: Cue name -> :class:`CueMask` on this patch.
+        alternates: The patch's other acquisitions (``fetch.alternates``), clearest first.
     """
 
     patch_id: str
@@ -96,6 +98,7 @@ class PatchData:
     labels: np.ndarray
     predicted: np.ndarray
     cues: dict[str, CueMask]
+    alternates: tuple[Alternate, ...] = ()
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -295,6 +298,7 @@ def load_patch(
         _bool_or_empty(labels, grid),
         _bool_or_empty(predicted, grid),
         cues,
+        () if files.mapped else tuple(read_alternates(paths, pid, grid)),
     )
 
 

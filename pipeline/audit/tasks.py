@@ -20,6 +20,7 @@ from pipeline.audit.counterfactual import farm_cases, run_counterfactual
 from pipeline.audit.flags import best_rows, wants_counterfactual
 from pipeline.audit.model_access import ModelAccess, load_model_access
 from pipeline.audit.patches import PatchData
+from pipeline.audit.temporal import with_temporal
 from pipeline.compute import run_tasks
 from pipeline.config.audit import AuditConfig
 from pipeline.paths import RunPaths
@@ -45,8 +46,9 @@ def counterfactual_task(
     audit: AuditConfig,
     model: tuple[RunPaths, str, int],
 ) -> dict[str, Any]:
-    """The counterfactual columns of one flag row (a Dask task)."""
-    return run_counterfactual(row, cases, worker_access(*model), audit)
+    """The counterfactual columns of one flag row, inpainting and temporal (a Dask task)."""
+    access = worker_access(*model)
+    return with_temporal(row, cases, access, audit, run_counterfactual(row, cases, access, audit))
 
 
 def counterfactual_rows(per_method: Sequence[dict[str, Any]], scope: str) -> list[dict[str, Any]]:

@@ -58,6 +58,14 @@ class AttributeConfig(Section):
         ig_steps: Integrated Gradients steps (50-200 advised).
         ig_baseline: ``zeros`` (in normalized space), ``median`` (per-band scene median), ``blur``.
         blur_sigma: Gaussian sigma in pixels of the ``blur`` baseline.
+        baseline: ``default``: each method's own baseline (``ig_baseline`` for Integrated
+            Gradients, the median for superpixel SHAP). ``temporal``: Integrated Gradients and
+            superpixel SHAP start from the same patch on a date clear of snow and cloud (one of
+            its other acquisitions, ``fetch.alternates``, scaled to its radiometry); a patch
+            with none falls back to the default, and the raster's tags say so
+            (``baseline_fallback``).
+        temporal_max_cue_share: Largest share of a patch's pixels that may be snow, cloud,
+            shadow or nodata by SCL on the acquisition taken as its temporal baseline.
         gap_tolerance: Completeness gap flagged above this share of ``|f(x) - f(x')|``.
         n_superpixels: SLIC segment count for superpixel SHAP and L-Shapley.
         slic_compactness: SLIC compactness on the standardized bands.
@@ -93,6 +101,8 @@ class AttributeConfig(Section):
     ig_steps: int = Field(default=50, ge=2, le=1000)
     ig_baseline: Literal["zeros", "median", "blur"] = "zeros"
     blur_sigma: float = Field(default=8.0, gt=0)
+    baseline: Literal["default", "temporal"] = "default"
+    temporal_max_cue_share: float = Field(default=0.01, ge=0, le=1)
     gap_tolerance: float = Field(default=0.01, gt=0)
     n_superpixels: int = Field(default=64, ge=2)
     slic_compactness: float = Field(default=1.0, gt=0)

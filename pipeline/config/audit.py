@@ -55,6 +55,24 @@ class AuditConfig(Section):
             0 turns the control off.
         background_radius_m: Ring around each cue blob whose non-cue pixels give the
             replacement (per-band median) in the counterfactual, m.
+        temporal_counterfactual: Also confirm each flag on real background: the cue's pixels
+            are replaced with the same pixels on another acquisition of the patch
+            (``fetch.alternates``) where SCL shows them clear of the cue and of cloud (matched
+            to the patch's radiometry per band), with the same placebo control. A farm whose
+            patches have no such acquisition gets the inpainting counterfactual only, marked
+            ``inpainting_only`` in ``counterfactuals``.
+        temporal_min_clear: Share of the cue's pixels the other acquisition must show clear;
+            the rest (at most ``1 - temporal_min_clear``) is inpainted as before.
+        concepts: Concept tests (TCAV, ``audit/concepts.json``): whether the model as a whole
+            uses each cue as a concept for the farm output (see :mod:`pipeline.audit.concepts`).
+        concept_layers: Dotted module paths of the model's layers to test (two or more advised);
+            ``auto`` takes the encoder's last two stages.
+        concept_crop: Side (pixels) of every concept example and tested input crop.
+        concept_examples: Crops per concept (cue crops, and each random concept's crops).
+        concept_min_examples: Fewer cue crops than this and the concept is ``not_testable``.
+        concept_random: Random concepts (plain background crops) to test against (>= 10).
+        concept_inputs: Farm crops whose farm output is differentiated (training farms first).
+        concept_alpha: Significance level of the two-sided t-test (Bonferroni over layers).
         sanity_methods: Methods checked by model/data randomization (guided backpropagation is
             the known-unfaithful reference).
         sanity_patches: Patches used by the sanity checks.
@@ -93,6 +111,16 @@ class AuditConfig(Section):
     counterfactual_logit: float = Field(default=1.0, gt=0)
     background_radius_m: float = Field(default=100.0, gt=0)
     placebo_ratio: float = Field(default=2.0, ge=0)
+    temporal_counterfactual: bool = True
+    temporal_min_clear: float = Field(default=0.95, gt=0, le=1)
+    concepts: bool = False
+    concept_layers: tuple[str, ...] = ("auto",)
+    concept_crop: int = Field(default=32, ge=16)
+    concept_examples: int = Field(default=24, ge=2)
+    concept_min_examples: int = Field(default=8, ge=2)
+    concept_random: int = Field(default=10, ge=2)
+    concept_inputs: int = Field(default=24, ge=1)
+    concept_alpha: float = Field(default=0.05, gt=0, lt=1)
     sanity_methods: tuple[MethodName, ...] = (
         "saliency",
         "integrated_gradients",

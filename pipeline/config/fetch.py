@@ -60,6 +60,10 @@ class FetchConfig(Section):
         double_correction_warn: Warn when more than this share of vegetation pixels would be
             at or below zero reflectance in B02/B03/B04 after the offset (an offset applied to
             already corrected data).
+        alternates: Also keep this many of the patch's other acquisitions in the window
+            (clearest first, each with its SCL, under ``fetch/alternates/``): the audit's
+            real-background counterfactual and the ``temporal`` attribution baseline take the
+            same ground on another date from them. 0 keeps none. Patch files are unchanged.
         progress: Show a progress bar (rate and ETA) on a terminal (log lines with counts and
             ETA are written either way when stderr is not a terminal).
     """
@@ -81,6 +85,7 @@ class FetchConfig(Section):
     timeout_s: float = Field(default=30.0, gt=0)
     gdal_retry_delay_s: float = Field(default=0.5, ge=0)
     double_correction_warn: float = Field(default=0.05, ge=0, le=1)
+    alternates: int = Field(default=0, ge=0, le=8)
     progress: bool = True
 
     @field_validator("catalog")

@@ -79,6 +79,7 @@ def experiment_overrides(
         "audit.counterfactual_scope=all",
         "audit.sanity_patches=0",
         "audit.faithfulness_patches=0",
+        "fetch.alternates=1",
     ]
     if base.world is not None:
         out.append(f"world.seed={world_seed}")
@@ -118,7 +119,8 @@ def outcomes(
         Columns variant, seed, farm_id, verdict, flagged, confirmed, confirmed_without_log_odds
         (confirmed by the probability or mask-IoU test alone, the rule before the log-odds test
         existed), confirmed_without_placebo (flagged, and the counterfactual moved whatever the
-        placebo did), prob_change, logit_change, placebo_logit_change, score_change. Farms
+        placebo did), prob_change, logit_change, placebo_logit_change, score_change,
+        counterfactuals_agree (1 both counterfactuals agree, 0 not, NaN: no real background). Farms
         with no snow row (not attributed) are left out and counted by the caller.
     """
     ids = set(farm_ids)
@@ -146,8 +148,26 @@ def outcomes(
             "logit_change": pd.to_numeric(sel.get("logit_change"), errors="coerce"),
             "placebo_logit_change": pd.to_numeric(sel.get("placebo_logit_change"), errors="coerce"),
             "score_change": pd.to_numeric(sel.get("score_change"), errors="coerce"),
+            "counterfactuals_agree": _agreement(sel),
         }
     ).reset_index(drop=True)
+
+
+def _agreement(sel: pd.DataFrame) -> pd.Series:
+    """1.0 where both counterfactuals ran and agree, 0.0 where they disagree, NaN where the
+    real-background one did not run (no clear second acquisition)."""
+    raw = sel.get("counterfactuals_agree", pd.Series(None, index=sel.index, dtype=object))
+    text = raw.astype(str).str.lower()
+    return text.map({"true": 1.0, "false": 0.0}).astype(float)
+
+
+def _agree_fraction(grp: pd.DataFrame) -> dict[str, Any]:
+    """Targets with both counterfactuals, and the share where they agree (None: none)."""
+    if "counterfactuals_agree" not in grp:
+        return {"temporal_targets": 0, "counterfactuals_agree_fraction": None}
+    both = grp["counterfactuals_agree"].dropna()
+    share = float(both.mean()) if len(both) else None
+    return {"temporal_targets": len(both), "counterfactuals_agree_fraction": share}
 
 
 def _mean(values: pd.Series) -> float | None:
@@ -213,12 +233,14 @@ def summarize(
                 _mean(grp["placebo_logit_change"]) if "placebo_logit_change" in grp else None
             ),
             "mean_score_change": _mean(grp["score_change"]),
+            **_agree_fraction(grp),
             "per_seed": {
                 int(s): {
                     "targets": len(g),
                     "flagged_fraction": float(g["flagged"].mean()),
                     "confirmed_fraction": float(g["confirmed"].mean()),
                     "test_iou": (test_iou or {}).get((str(variant), int(s))),
+                    **_agree_fraction(g),
                 }
                 for s, g in grp.groupby("seed")
             },

@@ -380,6 +380,7 @@ class ReportData:
     notes: list[str] = field(default_factory=list)
     triage: TriageView | None = None
     timeline: TimelineView | None = None
+    concepts: dict[str, Any] = field(default_factory=dict)
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -456,6 +457,44 @@ def table(
 
 
 # ------------------------------------------------------------------------------- sections
+def _concept_cell(entry: Mapping[str, Any]) -> str:
+    """One concept's per-layer TCAV numbers (score vs the random concept's, p-value)."""
+    if entry.get("verdict") == "not_testable":
+        return html.escape(str(entry.get("reason") or ""))
+    parts = [
+        f"{html.escape(layer)}: {fmt(v.get('tcav_score'), 2)} vs {fmt(v.get('null_score'), 2)}"
+        f" (p {fmt(v.get('p_value'), 2)})"
+        for layer, v in entry.get("layers", {}).items()
+    ]
+    return "; ".join(parts)
+
+
+def _concepts(doc: Mapping[str, Any]) -> str:
+    """The model-level verdicts of the concept tests, shown beside the per-farm ones."""
+    if not doc.get("concepts"):
+        return (
+            '<div id="concepts"><h3>Model-level concept tests</h3><p class="note">Not run '
+            "(audit.concepts: false): per-farm verdicts only.</p></div>"
+        )
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{badge(str(e.get('verdict')))}</td>"
+        f"<td>{fmt(e.get('examples'))}</td><td>{_concept_cell(e)}</td></tr>"
+        for name, e in doc["concepts"].items()
+    )
+    layers = ", ".join(doc.get("layers", []))
+    return (
+        '<div id="concepts"><h3>Model-level concept tests</h3><p class="note">Does the model as '
+        "a whole use each cue as evidence of a farm? TCAV at layers "
+        f"{html.escape(layers)}: the share of farm crops whose farm output rises along the cue's "
+        f"concept, against {fmt(doc.get('random_concepts'))} random concepts of plain background "
+        f"(t-test at {fmt(doc.get('alpha'))}, Bonferroni over layers). A concept with too few "
+        "examples is not testable, which is not the same as no reliance.</p>"
+        '<div class="scroll"><table id="concepts-table"><thead><tr><th>concept</th>'
+        "<th>verdict</th><th>examples</th><th>TCAV score vs random (p)</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></div></div>"
+    )
+
+
 def _header(data: ReportData) -> str:
     s = data.summary
     test_iou = next((r["pixel_iou"] for r in data.quality.rows if r["split"] == "test"), None)
@@ -607,6 +646,7 @@ def _farms(data: ReportData) -> str:
         "the cue moved the prediction, and more than removing a placebo did), then flags that "
         "removing the cue did not confirm, then the rest, each by enrichment. Click a farm to "
         "open its card; click a column to sort.</p>"
+        f"{_concepts(data.concepts)}"
         f"{notes}{ranking}<details><summary>What the columns mean</summary>"
         f"{dictionary(RANK_TABLE)}</details>"
         f'<div class="controls">Show: {buttons}<span id="shown-count" class="note"></span></div>'

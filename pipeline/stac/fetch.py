@@ -14,6 +14,7 @@ becomes one row of ``fetch/index.gpkg`` (:data:`INDEX_COLUMNS`, :func:`index_row
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import threading
@@ -47,6 +48,12 @@ from pipeline.geo.styles import (
 )
 from pipeline.net import RetryPolicy
 from pipeline.paths import RunPaths
+from pipeline.stac.alternates import (
+    alternates_current,
+    alternates_digest,
+    listed,
+    write_alternates,
+)
 from pipeline.stac.assets import Provider, signer_for
 from pipeline.stac.patch import PatchSpec, ReadSettings, fetch_patch
 from pipeline.stac.read import gdal_options
@@ -68,7 +75,11 @@ INDEX_COLUMNS: Final[tuple[str, ...]] = (
     "harmonization",
     "clear_fraction",
     "snow_fraction",
+    "alternates",
 )
+#: Fetch settings kept out of a patch's digest: they add files beside the patch (its other
+#: acquisitions, with a digest of their own) and never change the patch's own files.
+BESIDE_FIELDS: Final[frozenset[str]] = frozenset({"alternates"})
 #: Version of the patch files' layout, part of every patch digest: patches written by an older
 #: layout (no band scale, colour table or style) are fetched again rather than reused.
 PATCH_FORMAT: Final[int] = 2
@@ -123,9 +134,11 @@ def catalog_stamp(catalog: str) -> str | None:
 
 
 def output_settings(fc: FetchConfig) -> dict[str, Any]:
-    """What changes the written patches: the fetch settings but :data:`RUNTIME_FIELDS`, and the
+    """What changes the written patches: the fetch settings but :data:`RUNTIME_FIELDS` and
+    :data:`BESIDE_FIELDS`, and the
     :func:`catalog_stamp` of a local static catalog."""
-    out = {k: v for k, v in fc.model_dump(mode="json").items() if k not in RUNTIME_FIELDS}
+    skip = RUNTIME_FIELDS | BESIDE_FIELDS
+    out = {k: v for k, v in fc.model_dump(mode="json").items() if k not in skip}
     return {**out, "catalog_stamp": catalog_stamp(fc.catalog), "format": PATCH_FORMAT}
 
 
@@ -210,6 +223,7 @@ def read_settings(fc: FetchConfig) -> ReadSettings:
         gdal=gdal_options(
             retries=fc.retries, retry_delay_s=fc.gdal_retry_delay_s, timeout_s=fc.timeout_s
         ),
+        alternates=fc.alternates,
     )
 
 
@@ -237,6 +251,7 @@ def index_row(
     reason: str,
     files: tuple[str, str] | None = None,
     tags: dict[str, str] | None = None,
+    alternates: Sequence[str] = (),
 ) -> Row:
     """One row of the fetch index (:data:`INDEX_COLUMNS` and the EPSG:4326 footprint).
 
@@ -246,6 +261,7 @@ def index_row(
         reason: Why (the scene chosen, the skip or the error).
         files: ``(image, scl)`` relative to the run folder, for written patches.
         tags: The patch image's tags (scene, platform, harmonization, clear and snow shares).
+        alternates: Item ids of the patch's other acquisitions kept (``fetch.alternates``).
     """
     tags = tags or {}
     row: Row = {c: None for c in INDEX_COLUMNS}
@@ -256,6 +272,7 @@ def index_row(
         row[key] = tags.get(key)
     for key in ("clear_fraction", "snow_fraction"):
         row[key] = float(tags[key]) if key in tags else None
+    row["alternates"] = json.dumps(list(alternates))
     return row
 
 
@@ -298,12 +315,22 @@ class PatchFetcher:
 
     def reused(self, spec: PatchSpec) -> FetchedPatch | None:
         """The patch's result when its files carry this run's digest, else None."""
-        tags = existing_tags(self.paths, spec.patch_id, spec.digest(self.out_settings))
+        digest = spec.digest(self.out_settings)
+        tags = existing_tags(self.paths, spec.patch_id, digest)
         if tags is None:
             return None
+        if not alternates_current(self.paths, spec.patch_id, digest, self.fc.alternates):
+            return None
         reason = "reused (files match this config and plan row)"
-        row = index_row(spec, "ok", reason, self.files(spec.patch_id), tags)
+        row = index_row(spec, "ok", reason, self.files(spec.patch_id), tags, self.kept(spec))
         return FetchedPatch(row, [], reused=True)
+
+    def kept(self, spec: PatchSpec) -> list[str]:
+        """Item ids of the patch's alternates on disk (none when ``fetch.alternates`` is 0)."""
+        if self.fc.alternates == 0:
+            return []
+        doc = listed(self.paths, spec.patch_id) or {}
+        return [str(a["item_id"]) for a in doc.get("alternates", [])]
 
     def failed(self, spec: PatchSpec, err: BaseException) -> FetchedPatch:
         """The failed row of a patch (logged)."""
@@ -331,7 +358,15 @@ class PatchFetcher:
             return FetchedPatch(index_row(spec, "skipped", result.reason))
         tags = {**result.tags, "fetch_digest": digest, "patch_id": spec.patch_id}
         self.write(spec, image, scl, tags)
-        row = index_row(spec, "ok", result.reason, self.files(spec.patch_id), tags)
+        kept = []
+        if self.fc.alternates:
+            alt_digest = alternates_digest(digest, self.fc.alternates)
+            with gdal_env(**self.settings.gdal):
+                entries = write_alternates(
+                    self.paths, spec.patch_id, spec.grid, result.alternates, alt_digest
+                )
+            kept = [str(e["item_id"]) for e in entries]
+        row = index_row(spec, "ok", result.reason, self.files(spec.patch_id), tags, kept)
         return FetchedPatch(row, result.warnings)
 
     def write(
@@ -389,4 +424,7 @@ def summarize(patches: Sequence[FetchedPatch], provider: str) -> dict[str, Any]:
         "harmonization": sorted({str(r["harmonization"]) for r in by["ok"]}),
         "snow_patches": sum(1 for r in by["ok"] if (r["snow_fraction"] or 0) > 0),
         "items_used": sorted({str(r["item_id"]) for r in by["ok"]}),
+        "patches_with_alternates": sum(
+            1 for r in by["ok"] if r.get("alternates") not in (None, "", "[]")
+        ),
     }

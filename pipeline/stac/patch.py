@@ -30,7 +30,13 @@ from pipeline.net import RetryPolicy
 from pipeline.stac.assets import Signer, band_hrefs
 from pipeline.stac.radiometry import apply_offset, double_correction_share, harmonization_for
 from pipeline.stac.read import read_band
-from pipeline.stac.scene import SceneScreen, choose_scene, group_scenes, screen_scene
+from pipeline.stac.scene import (
+    SceneScreen,
+    choose_scene,
+    group_scenes,
+    other_scenes,
+    screen_scene,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +98,7 @@ class ReadSettings:
         double_correction_warn: Warn above this share (see :mod:`pipeline.stac.radiometry`).
         policy: Retries of each read.
         gdal: GDAL option overrides for each read.
+        alternates: Other acquisitions of the patch to read too (``fetch.alternates``).
     """
 
     min_clear: float
@@ -100,6 +107,22 @@ class ReadSettings:
     double_correction_warn: float
     policy: RetryPolicy
     gdal: Mapping[str, str | int] = field(default_factory=dict)
+    alternates: int = 0
+
+
+@dataclass(frozen=True)
+class AlternateScene:
+    """Another acquisition of the patch, read like the chosen one.
+
+    Attributes:
+        image: ``(10, H, W)`` uint16 harmonized reflectance x 10000.
+        scl: ``(H, W)`` uint8 SCL.
+        tags: Its tags (item id, datetime, clear and snow shares, harmonization).
+    """
+
+    image: np.ndarray
+    scl: np.ndarray
+    tags: dict[str, str]
 
 
 @dataclass
@@ -113,6 +136,8 @@ class PatchResult:
         scl: ``(H, W)`` uint8 SCL, or None.
         tags: Image tags (item id, datetime, fractions, harmonization...).
         warnings: Things a person should look at (double correction).
+        alternates: The patch's other acquisitions (``ReadSettings.alternates``), clearest
+            first.
     """
 
     status: str
@@ -121,6 +146,7 @@ class PatchResult:
     scl: np.ndarray | None = None
     tags: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    alternates: list[AlternateScene] = field(default_factory=list)
 
 
 def _serial(fn: Callable[..., np.ndarray], *args: Any, **kwargs: Any) -> Future[np.ndarray]:
@@ -256,4 +282,17 @@ def fetch_patch(
         )
         log.warning(msg)
         warnings.append(msg)
-    return PatchResult("ok", reason, image, best.scl, _tags(best, rules, share), warnings)
+    alternates = [
+        read_alternate(other, grid, settings, signer, submit)
+        for other in other_scenes(screens, best, settings.alternates)
+    ]
+    tags = _tags(best, rules, share)
+    return PatchResult("ok", reason, image, best.scl, tags, warnings, alternates)
+
+
+def read_alternate(
+    screen: SceneScreen, grid: Grid, settings: ReadSettings, signer: Signer, submit: Submit
+) -> AlternateScene:
+    """Read another acquisition of the patch (:func:`read_scene`) with its SCL and tags."""
+    image, rules, share = read_scene(screen, grid, settings, signer, submit)
+    return AlternateScene(image, screen.scl, _tags(screen, rules, share))

@@ -133,3 +133,23 @@ def choose_scene(
 
     best = min(passing, key=key)
     return best, f"clearest of {len(screens)} candidate scene(s)"
+
+
+def other_scenes(
+    screens: Sequence[SceneScreen], chosen: SceneScreen, count: int
+) -> list[SceneScreen]:
+    """Up to ``count`` scenes other than ``chosen`` with any clear pixel, clearest first
+    (ties: nearest ``chosen`` in time, then lowest item id): the patch's other acquisitions.
+
+    Cue-free is not asked here: which pixels of which date are clear of a cue is the audit's
+    question (they are kept with their SCL).
+    """
+    others = [s for s in screens if s is not chosen and s.clear_fraction > 0]
+    others.sort(
+        key=lambda s: (
+            -s.clear_fraction,
+            abs((s.when - chosen.when).total_seconds()),
+            s.items[0].id,
+        )
+    )
+    return others[:count]

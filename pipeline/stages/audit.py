@@ -7,19 +7,23 @@ farm polygons and the model (for ``mapped_farms`` targets: the map stage's farm 
 Writes (all under ``audit/``): ``cues.csv`` (per patch and cue:
 pixel share or "not computable" and why), ``reliance.csv`` (per patch x method x target x
 cue), ``run_flags.csv`` (per method x target kind x cue, pooled over patches with bootstrap CIs),
-``flags.csv`` / ``flags.gpkg`` (one row per farm target and cue, with the counterfactual and
-the verdict), ``sanity.json`` (model and data randomization), ``faithfulness.csv`` and
+``flags.csv`` / ``flags.gpkg`` (one row per farm target and cue, with the inpainting and, where
+another acquisition shows the cue's pixels clear, the real-background counterfactual and the
+verdict), with ``audit.concepts`` the model-level concept tests ``concepts.csv`` /
+``concepts.json``, ``sanity.json`` (model and data randomization), ``faithfulness.csv`` and
 ``faithfulness_curves.json``.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from pipeline.audit.concepts import CONCEPT_COLUMNS, run_concepts
 from pipeline.audit.explainers import CheckSetup, make_explainer
 from pipeline.audit.faithfulness import run_faithfulness
 from pipeline.audit.flags import (
@@ -92,6 +96,21 @@ def _checks(
     return sanity, *faith
 
 
+def _concepts(
+    scan: Scan, access: ModelAccess | None, cfg: RunConfig, paths: RunPaths
+) -> tuple[list[Path], dict[str, str]]:
+    """The model-level concept tests (``audit.concepts``): ``concepts.csv`` and ``.json``, and
+    each concept's verdict."""
+    if access is None or not cfg.audit.concepts:
+        return [], {}
+    start = time.perf_counter()
+    rows, doc = run_concepts(list(scan.patches.values()), access, cfg.audit, cfg.run.seed)
+    doc["seconds"] = round(time.perf_counter() - start, 1)
+    frame = pd.DataFrame(rows).reindex(columns=list(CONCEPT_COLUMNS))
+    written = [_write_csv(paths.concepts_table, frame), write_json(paths.concepts, doc)]
+    return written, {c: v["verdict"] for c, v in doc["concepts"].items()}
+
+
 def _write_csv(path: Path, frame: pd.DataFrame) -> Path:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
@@ -109,10 +128,11 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         scan = scan_patches(client, index, ScanSetup(analyst, polygons, cfg, paths))
         per_method = farm_level(scan.stats, FARM_TARGETS.keys(), a, cfg.run.seed)
         flags = _flags(client, scan, per_method, cfg, paths)
-    needs_model = a.sanity_patches or a.faithfulness_patches
+    needs_model = a.sanity_patches or a.faithfulness_patches or a.concepts
     access = load_model_access(paths) if needs_model else None
     run_flags = run_level(scan.stats, a, cfg.run.seed)
     sanity, faith_rows, curves = _checks(scan, flags, access, cfg, paths)
+    concept_files, concepts = _concepts(scan, access, cfg, paths)
 
     outputs = [
         _write_csv(paths.cues, pd.DataFrame(scan.cues)),
@@ -126,6 +146,7 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         write_json(paths.sanity, sanity),
         _write_csv(paths.faithfulness, pd.DataFrame(faith_rows)),
         write_json(paths.faithfulness_curves, curves),
+        *concept_files,
     ]
     summary = {
         "patches": len(scan.patches),
@@ -136,6 +157,7 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         "skipped_rows": dict(scan.skipped),
         "per_cue": run_summary(flags) if len(flags) else {},
         "run_flags": int(run_flags["flagged"].sum()) if len(run_flags) else 0,
+        "concepts": concepts,
         "sanity_pass": {
             m: v.get("pass")
             for m, v in sanity.get("model_randomization", {}).get("methods", {}).items()

@@ -6,8 +6,9 @@ candidates from that result (:func:`pipeline.stac.candidates.footprint_candidate
 patch is then one task on the Dask cluster of ``compute:`` (:func:`pipeline.stac.fetch.fetch_on`):
 screen every candidate scene on the patch's SCL window, choose the clearest, read its bands into
 the patch grid (reads on a thread pool), harmonize and write ``paths.image(pid)`` and
-``paths.scl(pid)`` atomically. Patches that fail after retries are listed in
-``fetch/index.gpkg`` and ``fetch/summary.json``; the stage then raises
+``paths.scl(pid)`` atomically, and with ``fetch.alternates`` the patch's other acquisitions in
+the window under ``fetch/alternates/`` (:mod:`pipeline.stac.alternates`). Patches that fail
+after retries are listed in ``fetch/index.gpkg`` and ``fetch/summary.json``; the stage then raises
 :class:`~pipeline.errors.FetchError` (non-zero exit) after finishing every other patch.
 """
 
@@ -22,6 +23,7 @@ from pipeline.geo.styles import patch_file_style, scl_style, style_path
 from pipeline.geo.vrt import zone_vrts
 from pipeline.io import atomic_path, write_json
 from pipeline.paths import RunPaths
+from pipeline.stac.alternates import alternate_files, drop_alternates
 from pipeline.stac.assets import Provider, resolve_provider
 from pipeline.stac.candidates import footprint_candidates, portable_all
 from pipeline.stac.fetch import (
@@ -105,12 +107,15 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
             "`make fetch`: finished patches are reused"
         )
     ok = [row["patch_id"] for row in rows if row["status"] == "ok"]
+    if not fc.alternates:  # acquisitions an earlier config kept are not this config's
+        drop_alternates(paths, ok)
     images, scls = [paths.image(p) for p in ok], [paths.scl(p) for p in ok]
     outputs = [
         paths.fetch_index,
         paths.fetch_summary,
         *zone_vrts(images, paths.patches_vrt, patch_file_style),
         *zone_vrts(scls, paths.scl_vrt, lambda _vrt: scl_style()),
+        *(alternate_files(paths, ok) if fc.alternates else []),
     ]
     for raster in (*images, *scls):
         outputs += [raster, style_path(raster)]

@@ -85,6 +85,7 @@ def run(cfg: RunConfig, paths: RunPaths) -> StageOutput:
         notes=capped_notes(len(farms), cfg.report.max_cards),
         triage=read_triage(paths, cfg.triage.report_rows),
         timeline=timeline_view(paths),
+        concepts=read_json(paths.concepts, {}),
     )
     write_text(paths.report, render(data))
     summary = {

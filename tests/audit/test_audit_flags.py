@@ -123,7 +123,12 @@ def test_flag_table_runs_the_counterfactual_where_wanted_and_gives_verdicts() ->
     assert flags.set_index(["target_id", "cue"]).loc[("w2", "water"), "cf_status"] == "not_run"
     flagged_only = flag_table(PER_METHOD, lambda row: {"cf_status": "skipped"}, scope="flagged")
     assert flagged_only["verdict"].tolist()[0] == "unconfirmed"  # no counterfactual: no proof
-    assert CF_NOT_RUN == {"cf_status": "not_run", "cf_reason": ""}
+    assert CF_NOT_RUN == {
+        "cf_status": "not_run",
+        "cf_reason": "",
+        "counterfactuals": "none",
+        "temporal_status": "not_run",
+    }
     empty = flag_table([], counterfactual, scope="all")
     assert empty.empty and list(empty.columns) == list(FLAG_COLUMNS)
 

@@ -139,3 +139,25 @@ def test_planted_subset_is_reported_beside_the_snow_bearing_targets() -> None:
     assert c["planted_targets"] == 1 and c["planted_confirmed_fraction"] == 1.0
     assert c["near_targets"] == 1 and c["near_confirmed_fraction"] == 1.0  # w1 only is near
     assert "| 1, 100 % |" in sc.markdown_table(summary)
+
+
+def test_agreement_of_the_two_counterfactuals_is_reported_per_seed() -> None:
+    flags = pd.DataFrame(
+        {
+            "target": ["label_farms"] * 3,
+            "target_id": ["w1", "w2", "w3"],
+            "cue": ["snow"] * 3,
+            "verdict": ["confirmed", "confirmed", "unconfirmed"],
+            "moved_by": ['["log_odds"]'] * 3,
+            "counterfactuals_agree": [True, "False", None],
+        }
+    )
+    rows = sc.outcomes(flags, {"w1", "w2", "w3"}, variant="confounded", seed=3)
+    assert rows["counterfactuals_agree"].tolist()[:2] == [1.0, 0.0]
+    assert np.isnan(rows["counterfactuals_agree"].iloc[2])  # no clear second acquisition
+    c = sc.summarize(rows)["confounded"]
+    assert c["temporal_targets"] == 2 and c["counterfactuals_agree_fraction"] == 0.5
+    assert c["per_seed"][3]["counterfactuals_agree_fraction"] == 0.5
+    assert "fetch.alternates=1" in sc.experiment_overrides(
+        load_config("configs/demo.yaml"), "confounded", 0
+    )

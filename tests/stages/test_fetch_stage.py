@@ -475,3 +475,40 @@ def test_reused_patches_need_no_search(tmp_path: Path, server: ServerProcess) ->
     server.control(reset=True)
     again, _ = run_fetch(tmp_path, server, [INNER, EDGE])
     assert again.summary["reused"] == 2 and server.stats()["searches"] == 0
+
+
+def test_alternates_keep_the_other_clear_acquisitions_beside_the_patch(
+    tmp_path: Path, server: ServerProcess
+) -> None:
+    """fetch.alternates keeps the other clear scenes (not the cloudy one) with their SCL, item
+    id and date; the patch itself is the same as without them and is reused afterwards."""
+    items = [
+        es_item(scene("snow"), scene_hrefs(server, "snow"), "2023-06-01T10:00:00Z", datatake="s"),
+        es_item(scene("plain"), scene_hrefs(server, "plain"), JULY, datatake="p"),
+        es_item(
+            scene("cloudy"), scene_hrefs(server, "cloudy"), "2023-07-05T10:00:00Z", datatake="c"
+        ),
+    ]
+    serve(server, items)
+    _, plain_paths = run_fetch(tmp_path / "a", server, [INNER], target_date="2023-06-01")
+    out, paths = run_fetch(tmp_path / "b", server, [INNER], target_date="2023-06-01", alternates=2)
+    image, _, tags = read_patch(paths.image("p00000"))
+    assert tags["item_id"] == "ES_snow"
+    assert np.array_equal(image, read_patch(plain_paths.image("p00000"))[0])
+    listed = json.loads(paths.alternates_list("p00000").read_text())["alternates"]
+    assert [(a["rank"], a["item_id"], a["datetime"]) for a in listed] == [
+        (1, "ES_plain", "2023-07-01T10:00:00Z")
+    ]
+    alt, _, alt_tags = read_patch(paths.alternate_image("p00000", 1))
+    np.testing.assert_array_equal(alt, expected_patch(INNER[1], INNER[2]))
+    assert alt_tags["item_id"] == "ES_plain"
+    alt_scl, _, _ = read_raster(paths.alternate_scl("p00000", 1))
+    assert not (alt_scl == 11).any() and alt_scl.min() > 0
+    row = gpd.read_file(paths.fetch_index).iloc[0]
+    assert json.loads(row.alternates) == ["ES_plain"]
+    assert out.summary["patches_with_alternates"] == 1
+    assert (
+        paths.alternate_image("p00000", 1).as_posix().endswith("fetch/alternates/p00000_alt1.tif")
+    )
+    again, _ = run_fetch(tmp_path / "b", server, [INNER], target_date="2023-06-01", alternates=2)
+    assert again.summary["reused"] == 1
