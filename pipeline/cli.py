@@ -62,18 +62,24 @@ def version() -> str:
         return __version__
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", required=True, metavar="PATH", help="run config, e.g. configs/demo.yaml"
-    )
+def add_overrides(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--set SECTION.KEY=VALUE`` (repeatable) into ``args.overrides``: the CLI's and the
+    experiment runners' one way to override config values."""
     parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="SECTION.KEY=VALUE",
-        help="override one config value for this run (repeatable)",
+        help=help,
     )
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", required=True, metavar="PATH", help="run config, e.g. configs/demo.yaml"
+    )
+    add_overrides(parser, "override one config value for this run (repeatable)")
     parser.add_argument(
         "--force", action="store_true", help="re-run even if config and inputs are unchanged"
     )

@@ -37,6 +37,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 
+from pipeline.cli import add_overrides
 from pipeline.config import RunConfig, load_config
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.experiments.shortcut import heldout_iou
@@ -208,14 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--full", action="store_true", help="attribute and audit the baselines before triage"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="section.key=value",
-        help="override for every run",
-    )
+    add_overrides(parser, "override for every run (repeatable)")
     parser.add_argument(
         "--out", type=Path, default=None, help="default <data_root>/experiments/noisy-labels"
     )

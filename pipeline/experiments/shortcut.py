@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.cli import add_overrides
 from pipeline.config import RunConfig, load_config
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.io import write_json
@@ -393,14 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="section.key=value",
-        help="override for every run",
-    )
+    add_overrides(parser, "override for every run (repeatable)")
     parser.add_argument(
         "--out",
         type=Path,

@@ -21,8 +21,8 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 import rasterio
 
-from pipeline.bands import REFLECTANCE_SCALE, SCL_CLASSES
-from pipeline.geo.raster import BandEncoding, read_decimated
+from pipeline.bands import BANDS, REFLECTANCE_SCALE, SCL_CLASSES
+from pipeline.geo.raster import BandEncoding, Grid, read_decimated, write_cog
 from pipeline.io import write_text
 
 #: QGIS version the styles are written for (read by QGIS 3.16 and later).
@@ -127,6 +127,32 @@ PATCH_ENCODING: Final[BandEncoding] = BandEncoding(scale=REFLECTANCE_SCALE, offs
 SCL_ENCODING: Final[BandEncoding] = BandEncoding(
     colormap=scl_colormap(), band_tags=class_tags(SCL_CLASSES)
 )
+
+
+def write_patch_cogs(
+    image_path: Path,
+    scl_path: Path,
+    image: np.ndarray,
+    scl: np.ndarray,
+    grid: Grid,
+    tags: Mapping[str, str],
+) -> None:
+    """A patch's 10-band ``(C, H, W)`` and SCL ``(H, W)`` COGs on ``grid``, each
+    with its GDAL encoding (reflectance scale; SCL colour table and class names)."""
+    write_cog(
+        scl_path,
+        scl[None],
+        grid,
+        band_names=["SCL"],
+        nodata=0,
+        tags=tags,
+        overview_resampling="nearest",
+        encoding=SCL_ENCODING,
+    )
+    write_cog(
+        image_path, image, grid, band_names=BANDS, nodata=0, tags=tags, encoding=PATCH_ENCODING
+    )
+
 
 #: GDAL encoding of farm masks (label and predicted): a palette, nodata :data:`MASK_NODATA`.
 MASK_ENCODING: Final[BandEncoding] = BandEncoding(

@@ -22,8 +22,8 @@ import rasterio
 from rasterio.errors import RasterioError
 
 from pipeline.bands import BANDS
-from pipeline.geo.raster import Grid, write_cog
-from pipeline.geo.styles import PATCH_ENCODING, SCL_ENCODING
+from pipeline.geo.raster import Grid
+from pipeline.geo.styles import write_patch_cogs
 from pipeline.io import write_json
 from pipeline.paths import RunPaths
 
@@ -103,19 +103,7 @@ def write_alternates(
     for rank, scene in enumerate(scenes, start=1):
         image, scl = paths.alternate_image(patch_id, rank), paths.alternate_scl(patch_id, rank)
         tags = {**scene.tags, "patch_id": patch_id, "alternate_rank": str(rank), "digest": digest}
-        write_cog(
-            scl,
-            scene.scl[None],
-            grid,
-            band_names=["SCL"],
-            nodata=0,
-            tags=tags,
-            overview_resampling="nearest",
-            encoding=SCL_ENCODING,
-        )
-        write_cog(
-            image, scene.image, grid, band_names=BANDS, nodata=0, tags=tags, encoding=PATCH_ENCODING
-        )
+        write_patch_cogs(image, scl, scene.image, scene.scl, grid, tags)
         entries.append(
             {
                 "rank": rank,

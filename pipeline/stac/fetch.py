@@ -38,12 +38,10 @@ from pipeline.config.compute import ComputeConfig
 from pipeline.config.fetch import RUNTIME_FIELDS, FetchConfig
 from pipeline.errors import MissingArtifactError, PipelineError
 from pipeline.geo.gdal_env import gdal_env
-from pipeline.geo.raster import write_cog
 from pipeline.geo.styles import (
-    PATCH_ENCODING,
-    SCL_ENCODING,
     patch_style,
     scl_style,
+    write_patch_cogs,
     write_style,
 )
 from pipeline.net import RetryPolicy
@@ -377,25 +375,7 @@ class PatchFetcher:
         QGIS style beside it."""
         scl_path, image_path = self.paths.scl(spec.patch_id), self.paths.image(spec.patch_id)
         with gdal_env(**self.settings.gdal):  # single-threaded compression: patches in parallel
-            write_cog(
-                scl_path,
-                scl[None],
-                spec.grid,
-                band_names=["SCL"],
-                nodata=0,
-                tags=tags,
-                overview_resampling="nearest",
-                encoding=SCL_ENCODING,
-            )
-            write_cog(
-                image_path,
-                image,
-                spec.grid,
-                band_names=BANDS,
-                nodata=0,
-                tags=tags,
-                encoding=PATCH_ENCODING,
-            )
+            write_patch_cogs(image_path, scl_path, image, scl, spec.grid, tags)
         write_style(scl_path, scl_style())
         write_style(image_path, patch_style(image, BANDS))
 
