@@ -25,6 +25,7 @@ from pipeline.bands import BANDS
 from pipeline.geo.masks import rasterize_mask
 from pipeline.geo.plan import snap
 from pipeline.geo.raster import Grid, write_cog
+from pipeline.geo.styles import write_patch_cogs
 from pipeline.mapping.composite import compose, harmonized_scene, item_order, scene_scl
 from pipeline.net import RetryPolicy
 from pipeline.osm.geometry import to_epsg
@@ -120,16 +121,7 @@ def cut_farm_patch(
     scl = compose(provenance, scls) if scls else np.zeros(grid.shape, np.uint8)
     mask = rasterize_mask(list(job.labels), grid)
     tags = {**job.tags, "farm_id": job.farm_id}
-    write_cog(job.out["image"], image, grid, band_names=BANDS, nodata=0, tags=tags)
-    write_cog(
-        job.out["scl"],
-        scl[None],
-        grid,
-        band_names=["SCL"],
-        nodata=0,
-        tags=tags,
-        overview_resampling="nearest",
-    )
+    write_patch_cogs(job.out["image"], job.out["scl"], image, scl, grid, tags)
     write_cog(
         job.out["prob"],
         prob[None],

@@ -182,7 +182,8 @@ def _mosaics(
     return out
 
 
-def _write_gpkg(frame: gpd.GeoDataFrame, path: Path, layer: str) -> Path:
+def write_gpkg(frame: gpd.GeoDataFrame, path: Path, layer: str) -> Path:
+    """``frame`` as a one-layer GeoPackage, atomically (an empty frame as Polygon)."""
     with atomic_path(path) as tmp:
         frame.to_file(
             tmp, layer=layer, driver="GPKG", geometry_type="Polygon" if frame.empty else None
@@ -346,7 +347,7 @@ def map_region(
         for p in report.results[c.chunk_id].pieces
     ]
     farms = farm_frame(merge_pieces(pieces, table, request.rules), labels, request.rules.match_iou)
-    _write_gpkg(farms, paths.map_farms, "farms")
+    write_gpkg(farms, paths.map_farms, "farms")
     build_catalog(
         paths.map_catalog,
         zone_outputs,
@@ -369,7 +370,7 @@ def map_region(
     if request.farm_patches:
         jobs = _patch_jobs(around, table, plan, labels, paths, request)
         index = cut_patches(client, jobs, paths, request)
-        outputs += [_write_gpkg(index, paths.map_patches_index, "patches")]
+        outputs += [write_gpkg(index, paths.map_patches_index, "patches")]
         if jobs:
             outputs.append(paths.map_patches_dir)
     summary.update(

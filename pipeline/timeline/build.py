@@ -28,6 +28,7 @@ from pipeline.geo.masks import rasterize_mask
 from pipeline.geo.raster import Grid
 from pipeline.io import atomic_path
 from pipeline.mapping.composite import clear_mask
+from pipeline.mapping.region import write_gpkg
 from pipeline.mapping.windows import WindowRun
 from pipeline.paths import RunPaths
 from pipeline.timeline.history import SiteHistory, WindowStats, site_history, window_stats
@@ -140,14 +141,6 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str
     return path
 
 
-def _write_layer(frame: gpd.GeoDataFrame, path: Path, layer: str) -> Path:
-    with atomic_path(path) as tmp:
-        frame.to_file(
-            tmp, layer=layer, driver="GPKG", geometry_type="Polygon" if frame.empty else None
-        )
-    return path
-
-
 def _expanded(names: Sequence[str]) -> list[str]:
     fixed = [c for c in SITE_COLUMNS if "<window>" not in c]
     return fixed + [per_window(c, n) for c in ("area_m2", "status") for n in names]
@@ -195,7 +188,7 @@ def build_timeline(
     columns = _expanded(names)
     frame = pd.DataFrame(site_rows, columns=columns)
     geoms = gpd.GeoSeries([s.geometry for s in kept], crs=4326)
-    _write_layer(gpd.GeoDataFrame(frame, geometry=geoms, crs=4326), paths.map_sites, "sites")
+    write_gpkg(gpd.GeoDataFrame(frame, geometry=geoms, crs=4326), paths.map_sites, "sites")
     _write_csv(paths.map_site_windows, long_rows, SITE_WINDOW_COLUMNS)
     windows = [(r.window.name, r.window.datetime, r.acquisitions) for r in runs]
     totals = window_totals(windows, long_rows, site_rows)
@@ -204,7 +197,7 @@ def build_timeline(
         tmp.write_bytes(timeline_png(totals))
     extra = frame[frame["farm_id"] != ""].drop(columns=["site_id"])
     merged = farms.merge(extra, on="farm_id", how="left")
-    _write_layer(gpd.GeoDataFrame(merged, geometry="geometry", crs=4326), paths.map_farms, "farms")
+    write_gpkg(gpd.GeoDataFrame(merged, geometry="geometry", crs=4326), paths.map_farms, "farms")
     summary = {
         "sites": len(kept),
         "new_farms": int(frame["new"].sum()) if len(frame) else 0,
